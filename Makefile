@@ -1,0 +1,47 @@
+# tcpa: two commands set everything up on a fresh Debian machine.
+#   make run   - environment, analysis of a bundled capture, report in reports/
+#   make test  - system tools the tests use (tshark, tcpdump, chromium...), then pytest
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEB_TOOLS := tshark tcpdump tcptrace chromium fonts-wqy-microhei nftables iproute2
+CAPTURE ?= pcaps/showcase.pcapng
+
+.PHONY: run test venv sysdeps pcaps bench fuzz lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages the tests drive for real; installed only when one is missing.
+sysdeps:
+	@missing=""; \
+	for t in tshark tcpdump tcptrace chromium nft ip; do command -v $$t >/dev/null || missing=1; done; \
+	dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || missing=1; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing $(DEB_TOOLS)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq $(DEB_TOOLS) >/dev/null; \
+	fi
+
+run: $(STAMP)
+	$(BIN)/tcpa analyze $(CAPTURE) --force --html reports/showcase.html
+
+test: sysdeps $(STAMP)
+	$(BIN)/python -m pytest -q
+
+pcaps: $(STAMP)
+	$(BIN)/python scripts/make_scenarios.py pcaps
+
+lint: $(STAMP)
+	$(BIN)/ruff check analyzer tests scripts
+	$(BIN)/mypy analyzer
+
+clean:
+	rm -rf $(VENV) build *.egg-info
