@@ -1,0 +1,119 @@
+"""The `tcpa` command line. No analysis logic here: parse options, call the pipeline, write outputs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+from . import writers
+from .model import CaptureError
+from .pipeline import DEFAULT_BATCH, analyze
+from .report import Report
+from .tracker import Params
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="tcpa: rebuild every TCP connection in a capture, replay both endpoints' states, "
+                       "and say what went wrong.")
+err = Console(stderr=True, highlight=False)
+
+PROGRESS_MIN_BYTES = 64 << 20
+
+
+@app.callback()
+def root() -> None:
+    """tcpa: TCP session analyzer."""
+
+
+def parse_instant(text: str, first_ns: int) -> int:
+    """--at: seconds since the epoch, '+S' seconds after the first packet, or an ISO 8601 time (UTC default)."""
+    try:
+        if text.startswith("+"):
+            return first_ns + int(float(text[1:]) * 1e9)
+        return int(float(text) * 1e9)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise CaptureError(f"--at {text}: not a time (use epoch seconds, +SECONDS or ISO 8601)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return int(when.timestamp() * 1e9)
+
+
+def _run(paths: list[str], params: Params, batch_frames: int, quiet: bool) -> Report:
+    total = sum(os.path.getsize(p) for p in paths if p != "-" and os.path.isfile(p))
+    if quiet or total < PROGRESS_MIN_BYTES or not err.is_terminal:
+        return analyze(paths, params=params, batch_frames=batch_frames)
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("analysing", total=total)
+        return analyze(paths, params=params, batch_frames=batch_frames,
+                       progress=lambda n: bar.advance(task, n))
+
+
+@app.command("analyze")
+def analyze_cmd(
+    captures: Annotated[list[str], typer.Argument(help="pcap / pcapng files (gzip is fine); '-' reads stdin", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json, jsonl, csv, parquet or zeek (a conn.log)")] = "table",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="write the --format output here; '-' is stdout (the default)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite output files that exist")] = False,
+    at: Annotated[Optional[str], typer.Option("--at", help="also show socket states at this instant: epoch seconds, +SECONDS from the first packet, or ISO 8601")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="connections shown in the terminal table")] = 50,
+    time_wait: Annotated[float, typer.Option("--time-wait", help="TIME_WAIT length in seconds (2 MSL; Linux: 60)")] = 60.0,
+    fin_timeout: Annotated[float, typer.Option("--fin-timeout", help="FIN_WAIT_2 timeout in seconds (tcp_fin_timeout)")] = 60.0,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", help="seconds of silence after which a 4-tuple starts a new connection")] = 300.0,
+    checksums: Annotated[bool, typer.Option("--checksums/--no-checksums", help="drop segments with bad checksums (Zeek's default); turn off for captures taken with checksum offload")] = True,
+    batch_frames: Annotated[int, typer.Option("--batch-frames", help="frames decoded per batch (memory/speed trade-off)")] = DEFAULT_BATCH,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback on errors")] = False,
+) -> None:
+    """Analyse captures: the connection table, both endpoints' states, and the end-of-capture socket counts."""
+    try:
+        if fmt not in writers.FORMATS:
+            raise CaptureError(f"--format {fmt}: choose one of {', '.join(writers.FORMATS)}")
+        if batch_frames < 1:
+            raise CaptureError("--batch-frames must be at least 1")
+        if output and output != "-" and os.path.exists(output) and not force:
+            raise writers.OutputExists(f"{output}: exists; use --force to overwrite it")
+        params = Params(time_wait=time_wait, fin_timeout=fin_timeout, idle_timeout=idle_timeout, checksums=checksums)
+        report = _run(captures, params, batch_frames, quiet)
+        at_ns = parse_instant(at, report.capture.first_ns) if at else None
+        if fmt == "table":
+            console = Console(file=sys.stdout, highlight=False, width=None if output in (None, "-") else 200)
+            if output and output != "-":
+                with writers.atomic_output(output, force) as fh:
+                    from .terminal import render
+                    render(report, Console(file=fh, highlight=False, width=200), limit, at_ns)
+            else:
+                from .terminal import render
+                render(report, console, limit, at_ns)
+        else:
+            writers.write(report, fmt, output or "-", force)
+    except CaptureError as exc:
+        fail(exc, debug)
+    except (OSError, ValueError, MemoryError) as exc:
+        fail(exc, debug)
+
+
+def fail(exc: BaseException, debug: bool) -> None:
+    """One clear line on stderr and exit code 2; the traceback only with --debug."""
+    if debug:
+        err.print_exception()
+    err.print(f"tcpa: error: {exc}", markup=False)
+    raise typer.Exit(2)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

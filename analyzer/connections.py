@@ -1,0 +1,184 @@
+"""Finished engine rows -> the connection and transition tables users see (pandas).
+
+Everything here is per connection, vectorized over the rows the engine emitted; the verdicts that need a few
+rules (how the connection closed, Zeek's conn_state) are small pure functions of one row's facts.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from .layout import (
+    C_BAD_CSUM, C_BAD_OPTS, C_CONN, C_FIRST_FRAME, C_FIRST_NS, C_HS_ACK_NS, C_LAST_FRAME, C_LAST_NS,
+    C_ORIG_IS_A, C_START, C_SYN_NS, C_SYNACK_NS, C_TRUNCATED, C_TUNNEL, C_ZLAST_NS, E_DATA_PKTS, E_FIN_NS,
+    E_IP_BYTES, E_MSS, E_PKTS, E_RST_NS, E_RST_STATE, E_SACK_PERM, E_SEQ_HI, E_SEQ_START, E_SYN_COUNT,
+    E_TS_OK, E_WSCALE, E_ZSTATE, EP0, EP1, NONE, START_SYN, T_CONN, T_ENDPOINT, T_EVENT, T_FIELDS, T_FRAME,
+    T_FROM, T_NS, T_ORDER, T_TO, Z_CLOSED, Z_ESTABLISHED, Z_INACTIVE, Z_PARTIAL, Z_RESET, Z_SYN_ACK_SENT,
+    Z_SYN_SENT,
+)
+from .segments import format_addr
+from .tcpstate import EVENT_NAMES, STATE_NAMES, State
+
+ENDPOINTS = ("orig", "resp")
+_RSTOS0 = re.compile(r"^\^?S[^HAFGIQ]*R.*")
+
+
+def conn_state(os_: int, rs: int, history: str, orig_bytes: int, resp_bytes: int) -> str:
+    """Zeek's Conn::conn_state() (scripts/base/protocols/conn/main.zeek), rule for rule, in its order."""
+    active = (Z_INACTIVE, Z_PARTIAL)
+    if rs == Z_RESET and (os_ in (Z_SYN_SENT, Z_SYN_ACK_SENT) or
+                          (os_ == Z_RESET and orig_bytes == 0 and resp_bytes == 0)):
+        return "REJ"
+    if os_ == Z_RESET:
+        if rs in active:
+            return "RSTOS0" if _RSTOS0.match(history) else "OTH"
+        return "RSTO"
+    if rs == Z_RESET:
+        return "RSTRH" if os_ in active else "RSTR"
+    if os_ == Z_CLOSED and rs == Z_CLOSED:
+        return "SF"
+    if os_ == Z_CLOSED:
+        return "SH" if rs in active else "S2"
+    if rs == Z_CLOSED:
+        return "SHR" if os_ in active else "S3"
+    if os_ == Z_SYN_SENT and rs == Z_INACTIVE:
+        return "S0"
+    if os_ == Z_ESTABLISHED and rs == Z_ESTABLISHED:
+        return "S1"
+    return "OTH"
+
+
+def transitions_frame(chunks: list[npt.NDArray[np.int64]], end_ns: int) -> pd.DataFrame:
+    """All recorded transitions up to the end of the capture, in replay order."""
+    tr = np.concatenate(chunks) if chunks else np.empty((0, T_FIELDS), np.int64)
+    tr = tr[tr[:, T_NS] <= end_ns]  # timers that would run out after the capture ended did not happen yet
+    tr = tr[np.lexsort((tr[:, T_ORDER], tr[:, T_NS], tr[:, T_ENDPOINT], tr[:, T_CONN]))]
+    states, events = np.array(STATE_NAMES), np.array(EVENT_NAMES)
+    return pd.DataFrame({
+        "conn": tr[:, T_CONN], "endpoint": np.array(ENDPOINTS)[tr[:, T_ENDPOINT]],
+        "from_state": states[tr[:, T_FROM]], "to_state": states[tr[:, T_TO]],
+        "event": events[tr[:, T_EVENT]], "ts_ns": tr[:, T_NS], "frame": tr[:, T_FRAME],
+    })
+
+
+def _addresses(keys: npt.NDArray[np.uint64], orig_is_a: npt.NDArray[np.bool_]) -> dict[str, list[object]]:
+    a_port = (keys[:, 4] >> np.uint64(16)).astype(np.int64)
+    b_port = (keys[:, 4] & np.uint64(0xFFFF)).astype(np.int64)
+    cache: dict[tuple[int, int], str] = {}
+
+    def name(hi: int, lo: int) -> str:
+        if (hi, lo) not in cache:
+            cache[(hi, lo)] = format_addr(hi, lo)
+        return cache[(hi, lo)]
+
+    a = [name(int(h), int(l)) for h, l in zip(keys[:, 0], keys[:, 1])]
+    b = [name(int(h), int(l)) for h, l in zip(keys[:, 2], keys[:, 3])]
+    return {
+        "orig_h": [x if o else y for x, y, o in zip(a, b, orig_is_a)],
+        "orig_p": np.where(orig_is_a, a_port, b_port).tolist(),
+        "resp_h": [y if o else x for x, y, o in zip(a, b, orig_is_a)],
+        "resp_p": np.where(orig_is_a, b_port, a_port).tolist(),
+    }
+
+
+def _opt(v: npt.NDArray[np.int64]) -> pd.arrays.IntegerArray:
+    """An optional integer column: NONE becomes <NA>."""
+    return pd.arrays.IntegerArray(np.where(v == NONE, 0, v), v == NONE)
+
+
+def _ms(later: npt.NDArray[np.int64], earlier: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    ok = (later != NONE) & (earlier != NONE)
+    return np.where(ok, (later - earlier) / 1e6, np.nan)
+
+
+def connections_frame(rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8], keys: npt.NDArray[np.uint64],
+                      transitions: pd.DataFrame, tunnels: list[str]) -> pd.DataFrame:
+    """One row per connection, in order of first packet."""
+    order = np.argsort(rows[:, C_CONN], kind="stable")
+    rows, hist, keys = rows[order], hist[order], keys[order]
+    conn = rows[:, C_CONN]
+    df = pd.DataFrame({"conn": conn, "uid": [f"C{c:06d}" for c in conn]})
+    df["ts"] = rows[:, C_FIRST_NS] / 1e9
+    for k, v in _addresses(keys, rows[:, C_ORIG_IS_A] == 1).items():
+        df[k] = v
+    df["first_ns"], df["last_ns"] = rows[:, C_FIRST_NS], rows[:, C_LAST_NS]
+    df["first_frame"], df["last_frame"] = rows[:, C_FIRST_FRAME], rows[:, C_LAST_FRAME]
+    df["duration"] = (rows[:, C_LAST_NS] - rows[:, C_FIRST_NS]) / 1e9
+    for e, b in ((0, EP0), (1, EP1)):
+        p = ENDPOINTS[e]
+        df[f"{p}_pkts"] = rows[:, b + E_PKTS]
+        df[f"{p}_ip_bytes"] = rows[:, b + E_IP_BYTES]
+        df[f"{p}_bytes"] = np.where(rows[:, b + E_PKTS] > 0, np.maximum(rows[:, b + E_SEQ_HI] - rows[:, b + E_SEQ_START], 0), 0)
+        df[f"{p}_data_pkts"] = rows[:, b + E_DATA_PKTS]
+        df[f"{p}_syns"] = rows[:, b + E_SYN_COUNT]
+        df[f"{p}_mss"] = _opt(rows[:, b + E_MSS])
+        df[f"{p}_wscale"] = _opt(rows[:, b + E_WSCALE])
+        df[f"{p}_sack_perm"] = rows[:, b + E_SACK_PERM] == 1
+        df[f"{p}_timestamps"] = rows[:, b + E_TS_OK] == 1
+    df["syn_to_synack_ms"] = _ms(rows[:, C_SYNACK_NS], rows[:, C_SYN_NS])
+    df["synack_to_ack_ms"] = _ms(rows[:, C_HS_ACK_NS], rows[:, C_SYNACK_NS])
+    df["handshake_rtt_ms"] = _ms(rows[:, C_HS_ACK_NS], rows[:, C_SYN_NS])
+    df["started"] = np.where(rows[:, C_START] == START_SYN, "syn", np.where(rows[:, C_START] == 1, "synack", "midstream"))
+    _closing(df, rows, transitions)
+    _zeek(df, rows, hist)
+    df["truncated_segments"] = rows[:, C_TRUNCATED]
+    df["bad_option_segments"] = rows[:, C_BAD_OPTS]
+    df["bad_checksum_segments"] = rows[:, C_BAD_CSUM]
+    df["tunnel"] = [tunnels[t - 1] if 0 < t <= len(tunnels) else "" for t in rows[:, C_TUNNEL]]
+    return df.reset_index(drop=True)
+
+
+def _first(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
+    """Which endpoint did something first ('orig', 'resp' or None), given each one's time (NONE: never)."""
+    big = np.iinfo(np.int64).max
+    a2, b2 = np.where(a == NONE, big, a), np.where(b == NONE, big, b)
+    out = np.where(a2 <= b2, "orig", "resp").astype(object)
+    out[(a == NONE) & (b == NONE)] = None
+    return out
+
+
+def _closing(df: pd.DataFrame, rows: npt.NDArray[np.int64], transitions: pd.DataFrame) -> None:
+    """How each connection ended, who closed actively, who reset, and both endpoints' final states."""
+    fin0, fin1 = rows[:, EP0 + E_FIN_NS], rows[:, EP1 + E_FIN_NS]
+    rst0, rst1 = rows[:, EP0 + E_RST_NS], rows[:, EP1 + E_RST_NS]
+    conns = df["conn"].to_numpy()
+    closing = np.isin(conns, transitions.loc[transitions["to_state"] == "CLOSING", "conn"].to_numpy())
+    three = np.isin(conns, transitions.loc[(transitions["from_state"] == "FIN_WAIT_1")
+                                           & (transitions["to_state"] == "TIME_WAIT"), "conn"].to_numpy())
+    both_fin = (fin0 != NONE) & (fin1 != NONE)
+    first_rst = np.where(rst0 == NONE, rst1, np.where(rst1 == NONE, rst0, np.minimum(rst0, rst1)))
+    last_fin = np.maximum(fin0, fin1)
+    reset = (first_rst != NONE) & ~(both_fin & (last_fin <= first_rst))
+    close = np.select(
+        [reset, closing, both_fin & three, both_fin, (fin0 != NONE) | (fin1 != NONE)],
+        ["reset", "simultaneous", "three_packet", "four_way", "half_closed"], default="open")
+    df["close"] = close
+    active = _first(fin0, fin1)
+    active[close == "simultaneous"] = "both"
+    df["active_closer"] = active
+    df["reset_by"] = _first(rst0, rst1)
+    rst_state = np.where(rst0 != NONE, rows[:, EP0 + E_RST_STATE], rows[:, EP1 + E_RST_STATE])
+    names = np.array(STATE_NAMES + ("",))
+    df["reset_state"] = np.where(first_rst != NONE, names[np.where(rst_state < 0, len(STATE_NAMES), rst_state)], "")
+    if (rst0 != NONE).any() and (rst1 != NONE).any():
+        later_orig = (rst0 != NONE) & (rst1 != NONE) & (rst1 < rst0)
+        df.loc[later_orig, "reset_state"] = names[rows[later_orig, EP1 + E_RST_STATE]]
+    initial = np.where(rows[:, C_START] == START_SYN, State.CLOSED.name, State.UNKNOWN.name)
+    for p in ENDPOINTS:
+        end = transitions[transitions["endpoint"] == p].groupby("conn")["to_state"].last()
+        df[f"{p}_state"] = pd.Series(conns).map(end).fillna(pd.Series(initial)).to_numpy()
+
+
+def _zeek(df: pd.DataFrame, rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8]) -> None:
+    """Zeek's history string and conn_state per connection."""
+    history = [bytes(h[h != 0]).decode("ascii") for h in hist]
+    df["history"] = history
+    df["conn_state"] = [
+        conn_state(int(o), int(r), h, int(ob), int(rb)) for o, r, h, ob, rb in
+        zip(rows[:, EP0 + E_ZSTATE], rows[:, EP1 + E_ZSTATE], history, df["orig_bytes"], df["resp_bytes"])]
+    df["zeek_duration"] = np.where(rows[:, C_ZLAST_NS] != NONE, (rows[:, C_ZLAST_NS] - rows[:, C_FIRST_NS]) / 1e9,
+                                   df["duration"])

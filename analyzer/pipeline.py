@@ -1,0 +1,83 @@
+"""capture -> decode -> engine -> Report. Thin on purpose: each stage lives in its own module."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from .capture import open_capture
+from .connections import connections_frame, transitions_frame
+from .decode import SUPPORTED_LINKTYPES, Decoder
+from .layout import HIST_MAX, ROW
+from .model import CaptureError, CaptureFacts, Notice
+from .report import Report
+from .tracker import Params, Tracker
+
+DEFAULT_BATCH = 1 << 16
+
+Progress = Callable[[int], None]
+
+
+def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *, params: Params | None = None,
+            batch_frames: int = DEFAULT_BATCH, progress: Progress | None = None) -> Report:
+    """Analyse one capture (or several, read in order as one) and return the Report."""
+    paths = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    params = params or Params()
+    decoder = Decoder(checksums=params.checksums)
+    tracker = Tracker(params)
+    facts: CaptureFacts | None = None
+    segments = 0
+    for path in paths:
+        with open_capture(path, batch_frames=batch_frames) as capture:
+            for batch in capture:
+                seg = decoder.decode(batch)
+                segments += len(seg)
+                tracker.feed(seg)
+                if progress:
+                    progress(int(batch.caplen.sum()) + 16 * len(batch))
+            facts = _merge(facts, capture.facts)
+    assert facts is not None
+    _check_linktypes(facts)
+    tracker.finish()
+    facts.notices.extend(decoder.notices)
+    return build_report(facts, tracker, decoder.tunnels, decoder.skipped, segments)
+
+
+def _merge(acc: CaptureFacts | None, facts: CaptureFacts) -> CaptureFacts:
+    """Facts of several captures read one after another, as one."""
+    if acc is None:
+        return facts
+    acc.interfaces += facts.interfaces
+    acc.comments += facts.comments
+    acc.notices += facts.notices
+    acc.frames += facts.frames
+    acc.bytes_captured += facts.bytes_captured
+    acc.first_ns = min(acc.first_ns, facts.first_ns) if acc.frames else facts.first_ns
+    acc.last_ns = max(acc.last_ns, facts.last_ns)
+    acc.source += f", {facts.source}"
+    return acc
+
+
+def _check_linktypes(facts: CaptureFacts) -> None:
+    """A capture none of whose interfaces we can decode is an error, not an empty report."""
+    kinds = {i.linktype for i in facts.interfaces}
+    if kinds and not kinds & SUPPORTED_LINKTYPES.keys():
+        raise CaptureError(f"{facts.source}: unsupported link type {', '.join(map(str, sorted(kinds)))}")
+
+
+def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skipped: Counter[str],
+                 segments: int) -> Report:
+    """Assemble the Report's tables from what the tracker collected."""
+    rows = np.concatenate(tracker.conn_rows) if tracker.conn_rows else np.empty((0, ROW), np.int64)
+    hist = np.concatenate(tracker.conn_hist) if tracker.conn_hist else np.empty((0, HIST_MAX), np.uint8)
+    keys = np.concatenate(tracker.conn_keys) if tracker.conn_keys else np.empty((0, 5), np.uint64)
+    transitions = transitions_frame(tracker.transitions, facts.last_ns)
+    conns = connections_frame(rows, hist, keys, transitions, tunnels)
+    transitions.insert(0, "uid", conns.set_index("conn")["uid"].reindex(transitions["conn"]).to_numpy())
+    return Report(capture=facts, connections=conns, transitions=transitions, skipped=skipped, segments=segments)
+
+
+__all__ = ["analyze", "Params", "Report", "CaptureError", "Notice"]

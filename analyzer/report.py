@@ -1,0 +1,71 @@
+"""Report: what one analysis found, as pandas tables, and the views computed from them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .model import CaptureFacts
+from .tcpstate import LISTED_STATES, State
+
+SCHEMA_VERSION = "tcpa/1"
+LISTED = sorted((s.name for s in LISTED_STATES), key=lambda n: State[n].value)
+
+FINDING_COLUMNS = ["kind", "severity", "uid", "host", "port", "direction", "ts", "frames", "summary",
+                   "explanation", "causes", "remedy"]
+
+
+@dataclass
+class Report:
+    """Connections, their state transitions and findings for one capture (or several, in order)."""
+
+    capture: CaptureFacts
+    connections: pd.DataFrame
+    transitions: pd.DataFrame
+    findings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FINDING_COLUMNS))
+    skipped: Counter[str] = field(default_factory=Counter)
+    segments: int = 0
+
+    def connection(self, uid: str) -> pd.Series:
+        """One connection's row by uid."""
+        return self.connections.loc[self.connections["uid"] == uid].iloc[0]
+
+    def state_sequence(self, uid: str, endpoint: str) -> list[str]:
+        """The endpoint's initial state and then every state it entered, in order."""
+        row = self.connection(uid)
+        tr = self.transitions
+        mine = tr[(tr["conn"] == row["conn"]) & (tr["endpoint"] == endpoint)]
+        initial = State.CLOSED.name if row["started"] == "syn" else State.UNKNOWN.name
+        return [initial, *mine["to_state"].tolist()]
+
+    def states_at(self, ns: int | None = None) -> pd.DataFrame:
+        """What `ss -tan` would have listed on each host at capture time `ns` (default: end of capture).
+
+        One row per host, role and service (the server's ip:port), one column per state.
+        """
+        conns = self.connections
+        when = self.capture.last_ns if ns is None else ns
+        live = conns[conns["first_ns"] <= when]
+        tr = self.transitions[self.transitions["ts_ns"] <= when]
+        rows = []
+        for role, endpoint, host in (("client", "orig", "orig_h"), ("server", "resp", "resp_h")):
+            initial = live["started"].map({"syn": "CLOSED"}).fillna("UNKNOWN")
+            ends = tr[tr["endpoint"] == endpoint].groupby("conn")["to_state"].last()
+            state = live["conn"].map(ends).fillna(initial)
+            service = live["resp_h"].map(_bracket) + ":" + live["resp_p"].astype(str)
+            rows.append(pd.DataFrame({"host": live[host], "role": role, "service": service, "state": state}))
+        every = pd.concat(rows, ignore_index=True)
+        every = every[every["state"].isin(LISTED)]
+        if every.empty:
+            return pd.DataFrame(columns=["host", "role", "service", *LISTED, "total"])
+        table = every.groupby(["host", "role", "service", "state"]).size().unstack("state", fill_value=0)
+        table = table.reindex(columns=[s for s in LISTED if s in table.columns])
+        table["total"] = table.sum(axis=1)
+        return table.reset_index().sort_values(["total", "host"], ascending=[False, True], ignore_index=True)
+
+
+def _bracket(host: str) -> str:
+    """An address ready to have ":port" appended: IPv6 in brackets."""
+    return f"[{host}]" if ":" in host else host
