@@ -19,6 +19,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# numba caches compiled functions per source file and misses edits to the functions they call in other
+# files: drop the whole cache whenever any module changes.
+NUMBA_STAMP := $(VENV)/.numba-src
+$(NUMBA_STAMP): $(wildcard analyzer/*.py) | $(STAMP)
+	rm -f analyzer/__pycache__/*.nbi analyzer/__pycache__/*.nbc
+	touch $@
+
 # Debian packages the tests drive for real; installed only when one is missing.
 sysdeps:
 	@missing=""; \
@@ -30,10 +37,11 @@ sysdeps:
 	  apt-get update -qq && apt-get install -y -qq $(DEB_TOOLS) >/dev/null; \
 	fi
 
-run: $(STAMP)
-	$(BIN)/tcpa analyze $(CAPTURE) --force --html reports/showcase.html
+run: $(STAMP) $(NUMBA_STAMP)
+	$(BIN)/tcpa analyze $(CAPTURE) --force --format json -o reports/showcase.json
+	$(BIN)/tcpa analyze $(CAPTURE)
 
-test: sysdeps $(STAMP)
+test: sysdeps $(STAMP) $(NUMBA_STAMP)
 	$(BIN)/python -m pytest -q
 
 pcaps: $(STAMP)

@@ -86,7 +86,7 @@ def analyze_cmd(
         report = _run(captures, params, batch_frames, quiet)
         at_ns = parse_instant(at, report.capture.first_ns) if at else None
         if fmt == "table":
-            console = Console(file=sys.stdout, highlight=False, width=None if output in (None, "-") else 200)
+            console = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200)
             if output and output != "-":
                 with writers.atomic_output(output, force) as fh:
                     from .terminal import render
@@ -106,7 +106,8 @@ def fail(exc: BaseException, debug: bool) -> None:
     """One clear line on stderr and exit code 2; the traceback only with --debug."""
     if debug:
         err.print_exception()
-    err.print(f"tcpa: error: {exc}", markup=False)
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    sys.stderr.write(f"tcpa: error: {message}\n")
     raise typer.Exit(2)
 
 

@@ -142,7 +142,8 @@ def start(st, s, hist, a_is_src, flags, frame, ns, tunnel, sport, dport, server_
 def is_reuse(st, s, snd, flags, seq, ns, params) -> bool:  # type: ignore[no-untyped-def]
     """Whether this segment begins a new connection on an occupied 4-tuple.
 
-    A new SYN (new ISN) after both sides are done with the old connection is port reuse; so is any segment
+    A new SYN (new ISN) after both sides are done with the old connection is port reuse, and so is any SYN
+    after a reset; so is any segment
     after the idle timeout (Zeek's tcp_inactivity_timeout) or once Zeek would have removed the ended
     connection (its close/reset/partial-close delay passed): the next packet then opens a new one.
     """
@@ -159,6 +160,8 @@ def is_reuse(st, s, snd, flags, seq, ns, params) -> bool:  # type: ignore[no-unt
             return True
     if (flags & SYN) == 0 or (flags & ACK) != 0:
         return False
+    if st[s, EP0 + E_RST_NS] != NONE or st[s, EP1 + E_RST_NS] != NONE:
+        return True  # a new attempt after a reset, even with the same ISN (Windows retries a refused SYN so)
     b = ep(snd)
     if st[s, b + E_ISN] == NONE or st[s, b + E_ISN] == seq:
         return False
@@ -315,8 +318,11 @@ def hold(st, s, e, event, ns, frame) -> None:  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def run(start_i, slot, a_is_src, frame, ts, flags, seq, ack, win, payload_len, ip_len, mss, wscale,  # type: ignore[no-untyped-def]
         sack_perm, has_ts, csum_ok, truncated, opt_error, tunnel, sport, dport,
-        st, hist, table, params, server_port, g, tr, done, done_hist) -> int:
-    """Process segments from start_i on; return the index reached (len(slot) when the batch is done)."""
+        st, hist, table, params, server_port, g, tr, done, done_hist, seg_conn, seg_dir) -> int:
+    """Process segments from start_i on; return the index reached (len(slot) when the batch is done).
+
+    seg_conn and seg_dir receive each segment's connection id and direction (0: from the originator).
+    """
     n = len(slot)
     cap_tr, cap_done = tr.shape[0], done.shape[0]
     for i in range(start_i, n):
@@ -335,6 +341,8 @@ def run(start_i, slot, a_is_src, frame, ts, flags, seq, ack, win, payload_len, i
             start(st, s, hist, a_is_src[i], f, frame[i], ns, tunnel[i], sport[i], dport[i], server_port, g)
         snd = 0 if a_is_src[i] == st[s, C_ORIG_IS_A] else 1
         rcv = 1 - snd
+        seg_conn[i] = st[s, C_CONN]
+        seg_dir[i] = snd
         if params[P_CHECKSUMS] and csum_ok[i] == 0:
             st[s, C_BAD_CSUM] += 1
             zeek_packet(st, s, hist, snd, f, seq[i], ack[i], win[i], payload_len[i], ns, True)

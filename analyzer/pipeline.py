@@ -42,6 +42,7 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
     assert facts is not None
     _check_linktypes(facts)
     tracker.finish()
+    decoder.finish()
     facts.notices.extend(decoder.notices)
     return build_report(facts, tracker, decoder.tunnels, decoder.skipped, segments)
 

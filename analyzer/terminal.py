@@ -45,8 +45,8 @@ def summary(report: Report, console: Console) -> None:
 def connection_table(conns: pd.DataFrame, limit: int) -> Table:
     """The connection table, at most `limit` rows."""
     table = Table(title=f"Connections ({len(conns)})", show_lines=False, header_style="bold")
-    for _, title in CONN_COLUMNS:
-        table.add_column(title, overflow="fold")
+    for key, title in CONN_COLUMNS:
+        table.add_column(title, overflow="fold", no_wrap=key in ("uid", "orig", "resp", "history"))
     for c in conns.head(limit).itertuples(index=False):
         table.add_row(
             c.uid, escape(_endpoint(c.orig_h, c.orig_p)), escape(_endpoint(c.resp_h, c.resp_p)), c.conn_state,

@@ -58,6 +58,8 @@ class Tracker:
         self.conn_keys: list[npt.NDArray[np.uint64]] = []
         self.transitions: list[npt.NDArray[np.int64]] = []
         self.last_ns = 0
+        self.seg_conn = np.empty(0, np.int64)  # the last batch's segments: connection id and direction
+        self.seg_dir = np.empty(0, np.int64)
 
     def feed(self, seg: SegmentTable) -> None:
         """Run one batch of segments through the engine."""
@@ -72,10 +74,12 @@ class Tracker:
                 seg.sack_perm, seg.has_ts, seg.csum_ok.astype(np.int64), seg.truncated,
                 seg.opt_error.astype(np.int64), seg.tunnel.astype(np.int64), seg.sport.astype(np.int64),
                 seg.dport.astype(np.int64))
+        self.seg_conn = np.empty(n, np.int64)
+        self.seg_dir = np.empty(n, np.int64)
         i = 0
         while i < n:
             i = engine.run(i, *cols, self.st, self.hist, TABLE, self.pvec, self.server_ports, self.g,
-                           self.tr, self.done, self.done_hist)
+                           self.tr, self.done, self.done_hist, self.seg_conn, self.seg_dir)
             self._collect()
         self.last_ns = max(self.last_ns, int(seg.ts_ns.max()))
         self._retire(self.last_ns)

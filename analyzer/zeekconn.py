@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from .layout import (
-    C_HIST_LEN, C_ZFLIP, C_ZHIST_SEEN, C_ZLAST_NS, E_FIN_NS, E_RST_NS, E_SYN_NS, E_ZACK_HI, E_ZC_CNT, E_ZC_NEXT,
+    C_HIST_LEN, C_ZFLIP, C_ZHIST_SEEN, C_ZLAST_NS, E_FIN_NS, E_FIRST_NS, E_RST_NS, E_SYN_NS, E_ZACK_HI, E_ZC_CNT, E_ZC_NEXT,
     E_ZLAST_FIN, E_ZLAST_RST, E_ZLAST_SEQ, E_ZLAST_SYN, E_ZPREV, E_ZSTART_SEQ, E_ZSTATE, E_ZT_CNT, E_ZT_NEXT,
     E_ZW_CNT, E_ZW_NEXT, EP0, EP1, HIST_MAX, NONE, Z_CLOSED, Z_ESTABLISHED, Z_INACTIVE, Z_PARTIAL, Z_RESET,
     Z_SYN_ACK_SENT, Z_SYN_SENT,
@@ -267,8 +267,10 @@ def zeek_close_time(st, s) -> int:  # type: ignore[no-untyped-def]
     if z0 == Z_CLOSED and z1 == Z_CLOSED:
         return max(st[s, EP0 + E_FIN_NS], st[s, EP1 + E_FIN_NS]) + CLOSE_NS
     for b, bp in ((EP0, EP1), (EP1, EP0)):
-        if st[s, b + E_ZSTATE] == Z_CLOSED and st[s, bp + E_ZSTATE] == Z_INACTIVE and st[s, b + E_FIN_NS] != NONE:
-            return st[s, b + E_FIN_NS] + PARTIAL_CLOSE_NS
+        # Zeek decides when the FIN arrives: a peer that had sent nothing yet makes it a partial close.
+        fin, peer_first = st[s, b + E_FIN_NS], st[s, bp + E_FIRST_NS]
+        if st[s, b + E_ZSTATE] == Z_CLOSED and fin != NONE and (peer_first == NONE or peer_first > fin):
+            return fin + PARTIAL_CLOSE_NS
     return NONE
 
 

@@ -1,0 +1,428 @@
+"""Capture readers: classic pcap and pcapng, plain or gzip-compressed, from a file or a stream, in batches.
+
+The file is read in large chunks; a compiled scanner walks the record headers of a chunk and yields the frames
+it holds whole as one FrameBatch whose `data` is a view of the chunk (no per-packet copies). A record cut by the
+chunk's end is carried into the next chunk; a record cut by the end of the file ends the capture with a
+`truncated_file` notice, and everything before it is analysed.
+
+Formats: pcap (magic a1b2c3d4 microseconds, a1b23c4d nanoseconds, either byte order, and Kuznetzov's patched
+a1b2cd34), pcapng (every Interface Description Block with its own link type, if_tsresol and if_tsoffset;
+Enhanced, Simple and obsolete Packet Blocks; section and packet comments; several sections).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import struct
+import sys
+from collections.abc import Iterator
+from types import TracebackType
+from typing import BinaryIO
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from .model import CaptureError, CaptureFacts, FrameBatch, Interface, Notice
+
+CHUNK = 8 << 20
+NS = 1_000_000_000
+LINKTYPE_MASK = 0x03FF_FFFF  # upper bits of the pcap link-type field carry FCS information
+
+PCAP_MAGICS = {
+    0xA1B2C3D4: ("pcap", 1000, 16), 0xA1B23C4D: ("pcap-nsec", 1, 16), 0xA1B2CD34: ("pcap-kuznetzov", 1000, 24),
+}
+PCAPNG_SHB = 0x0A0D0D0A
+BYTE_ORDER_MAGIC = 0x1A2B3C4D
+# pcapng block types
+IDB, PB, SPB, EPB = 0x00000001, 0x00000002, 0x00000003, 0x00000006
+OPT_COMMENT, IF_NAME, IF_DESCRIPTION, IF_TSRESOL, IF_TSOFFSET = 1, 2, 3, 9, 14
+MAX_BLOCK = 64 << 20  # a larger block length is corruption, not data
+
+
+@numba.njit(cache=True, nogil=True)
+def _u32(buf: npt.NDArray[np.uint8], pos: int, big: bool) -> int:
+    if big:
+        return (np.int64(buf[pos]) << 24) | (np.int64(buf[pos + 1]) << 16) | (np.int64(buf[pos + 2]) << 8) | np.int64(buf[pos + 3])
+    return (np.int64(buf[pos + 3]) << 24) | (np.int64(buf[pos + 2]) << 16) | (np.int64(buf[pos + 1]) << 8) | np.int64(buf[pos])
+
+
+@numba.njit(cache=True, nogil=True)
+def scan_pcap(buf: npt.NDArray[np.uint8], pos: int, end: int, big: bool, hdr_len: int, frac_ns: int,
+              limit: int, offset: npt.NDArray[np.int64], caplen: npt.NDArray[np.int32],
+              wirelen: npt.NDArray[np.int32], ts: npt.NDArray[np.int64]) -> tuple[int, int, int]:
+    """Walk pcap records from pos; returns (records read, position after them, status).
+
+    status 0: stopped at `limit` or exactly at `end`; 1: the next record is cut by `end`;
+    2: the next record header is corrupt (caplen over 256 MiB).
+    """
+    n = 0
+    while n < limit:
+        if pos + hdr_len > end:
+            return n, pos, 1 if pos < end else 0
+        cap = _u32(buf, pos + 8, big)
+        if cap > (256 << 20):
+            return n, pos, 2
+        if pos + hdr_len + cap > end:
+            return n, pos, 1
+        ts[n] = _u32(buf, pos, big) * 1_000_000_000 + _u32(buf, pos + 4, big) * frac_ns
+        caplen[n] = cap
+        wirelen[n] = _u32(buf, pos + 12, big)
+        offset[n] = pos + hdr_len
+        pos += hdr_len + cap
+        n += 1
+    return n, pos, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _pcapng_ts(raw: int, res_kind: int, res: int, off_ns: int) -> int:
+    # res_kind 0: 10**-res seconds per unit; 1: 2**-res seconds per unit
+    if res_kind == 0:
+        if res <= 9:
+            return raw * 10 ** (9 - res) + off_ns
+        return raw // 10 ** (res - 9) + off_ns
+    whole = raw >> res
+    frac = raw - (whole << res)
+    return whole * 1_000_000_000 + (frac * 1_000_000_000 >> res) + off_ns
+
+
+@numba.njit(cache=True, nogil=True)
+def scan_pcapng(buf: npt.NDArray[np.uint8], pos: int, end: int, big: bool, if_link: npt.NDArray[np.int32],
+                if_res_kind: npt.NDArray[np.int64], if_res: npt.NDArray[np.int64], if_off: npt.NDArray[np.int64],
+                limit: int, offset: npt.NDArray[np.int64], caplen: npt.NDArray[np.int32],
+                wirelen: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
+                link: npt.NDArray[np.int32]) -> tuple[int, int, int]:
+    """Walk Enhanced/Simple/obsolete Packet Blocks from pos; stop at any other block for the Python side.
+
+    status 0: limit or end reached; 1: the next block is cut by `end`; 2: corrupt block length;
+    3: a block the caller must handle (interface, section, comments...); 4: unknown interface id.
+    """
+    n = 0
+    n_if = len(if_link)
+    while n < limit:
+        if pos + 12 > end:
+            return n, pos, 1 if pos < end else 0
+        btype = _u32(buf, pos, big)
+        blen = _u32(buf, pos + 4, big)
+        if blen < 12 or blen % 4 != 0 or blen > (64 << 20):
+            return n, pos, 2
+        if pos + blen > end:
+            return n, pos, 1
+        if btype == 6 or btype == 2:
+            if blen < 32:
+                return n, pos, 2
+            iface = _u32(buf, pos + 8, big) & 0xFFFF if btype == 2 else _u32(buf, pos + 8, big)
+            if iface >= n_if:
+                return n, pos, 4
+            raw = (_u32(buf, pos + 12, big) << 32) | _u32(buf, pos + 16, big)
+            cap = _u32(buf, pos + 20, big)
+            if 28 + cap > blen - 4:
+                return n, pos, 2
+            ts[n] = _pcapng_ts(raw, if_res_kind[iface], if_res[iface], if_off[iface])
+            caplen[n] = cap
+            wirelen[n] = _u32(buf, pos + 24, big)
+            offset[n] = pos + 28
+            link[n] = if_link[iface]
+        elif btype == 3:
+            if n_if == 0:
+                return n, pos, 4
+            wire = _u32(buf, pos + 8, big)
+            cap = min(wire, blen - 16)
+            ts[n] = -1  # no timestamp: the caller fills in the previous frame's
+            caplen[n] = cap
+            wirelen[n] = wire
+            offset[n] = pos + 12
+            link[n] = if_link[0]
+        else:
+            return n, pos, 3
+        pos += blen
+        n += 1
+    return n, pos, 0
+
+
+def _options(body: bytes, big: bool) -> list[tuple[int, bytes]]:
+    """The (code, value) list of a pcapng option block; stops quietly at opt_endofopt or a cut option."""
+    fmt = ">HH" if big else "<HH"
+    out, pos = [], 0
+    while pos + 4 <= len(body):
+        code, length = struct.unpack_from(fmt, body, pos)
+        if code == 0:
+            break
+        out.append((code, body[pos + 4:pos + 4 + length]))
+        pos += 4 + length + (-length % 4)
+    return out
+
+
+def _text(value: bytes) -> str:
+    return value.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _tsresol(value: bytes) -> tuple[int, int]:
+    """(kind, exponent) of if_tsresol: kind 0 for a power of ten, 1 for a power of two."""
+    if not value:
+        return 0, 6
+    return (1 if value[0] & 0x80 else 0), value[0] & 0x7F
+
+
+class Capture:
+    """An open capture: iterate for FrameBatches; `facts` fills in as it is read."""
+
+    def __init__(self, stream: BinaryIO, source: str, compressed: bool, batch_frames: int) -> None:
+        self.stream = stream
+        self.facts = CaptureFacts(source=source, compressed=compressed)
+        self.batch_frames = max(1, batch_frames)
+        self.buf = b""
+        self.pos = 0
+        self.eof = False
+        self.frame = 0
+        self.last_ts = 0
+        self._sizes = np.empty(0, np.int64)
+
+    # --- buffer ------------------------------------------------------------------------------------------
+    def _fill(self, need: int) -> bool:
+        """Make sure `need` bytes are buffered from pos; False when the stream ends first."""
+        while len(self.buf) - self.pos < need and not self.eof:
+            try:
+                chunk = self.stream.read(max(CHUNK, need))
+            except (OSError, EOFError, gzip.BadGzipFile) as err:
+                self._notice(0, "truncated_file", f"reading stopped: {err}")
+                chunk = b""
+            if not chunk:
+                self.eof = True
+                break
+            self.buf = self.buf[self.pos:] + chunk
+            self.pos = 0
+        return len(self.buf) - self.pos >= need
+
+    def _notice(self, frame: int, kind: str, message: str) -> None:
+        self.facts.notices.append(Notice(frame, kind, message))
+
+    def _cut(self, what: str) -> None:
+        left = len(self.buf) - self.pos
+        self._notice(self.frame + 1, "truncated_file",
+                     f"capture ends inside {what} (frame {self.frame + 1}, {left} bytes left): "
+                     f"analysed the {self.frame} frames before the cut")
+
+    # --- iteration ---------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[FrameBatch]:
+        if not self._fill(4):
+            raise CaptureError(f"{self.facts.source}: empty file" if not self.buf
+                               else f"{self.facts.source}: too short to be a capture")
+        magic_le = struct.unpack_from("<I", self.buf, self.pos)[0]
+        magic_be = struct.unpack_from(">I", self.buf, self.pos)[0]
+        if magic_le == PCAPNG_SHB:
+            yield from self._pcapng()
+        elif magic_le in PCAP_MAGICS or magic_be in PCAP_MAGICS:
+            yield from self._pcap(magic_be in PCAP_MAGICS)
+        else:
+            raise CaptureError(f"{self.facts.source}: not a pcap or pcapng capture "
+                               f"(starts with {bytes(self.buf[self.pos:self.pos + 4]).hex()})")
+
+    def _arrays(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int32],
+                               npt.NDArray[np.int64], npt.NDArray[np.int32]]:
+        n = self.batch_frames
+        return (np.empty(n, np.int64), np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n, np.int64),
+                np.empty(n, np.int32))
+
+    def _batch(self, data: npt.NDArray[np.uint8], n: int, offset: npt.NDArray[np.int64],
+               caplen: npt.NDArray[np.int32], wirelen: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
+               link: npt.NDArray[np.int32]) -> FrameBatch:
+        ts = ts[:n].copy()
+        if n and (ts < 0).any():  # Simple Packet Blocks carry no time: use the previous frame's
+            idx = np.where(ts >= 0, np.arange(n), -1)
+            np.maximum.accumulate(idx, out=idx)
+            ts = np.where(idx >= 0, ts[np.maximum(idx, 0)], self.last_ts)
+        frames = np.arange(self.frame + 1, self.frame + n + 1, dtype=np.int64)
+        batch = FrameBatch(data=data, offset=offset[:n].copy(), caplen=caplen[:n].copy(),
+                           wirelen=wirelen[:n].copy(), ts_ns=ts, linktype=link[:n].copy(), frame=frames)
+        self._account(batch)
+        return batch
+
+    def _account(self, batch: FrameBatch) -> None:
+        n = len(batch)
+        if not n:
+            return
+        facts = self.facts
+        if not facts.frames:
+            facts.first_ns = int(batch.ts_ns[0])
+        facts.frames += n
+        facts.bytes_captured += int(batch.caplen.sum())
+        facts.first_ns = min(facts.first_ns, int(batch.ts_ns.min()))
+        facts.last_ns = max(facts.last_ns, int(batch.ts_ns.max()))
+        self.last_ts = int(batch.ts_ns[-1])
+        self.frame += n
+        over = batch.wirelen < batch.caplen
+        if over.any():
+            first = int(batch.frame[np.argmax(over)])
+            self._notice(first, "caplen_over_wirelen",
+                         f"{int(over.sum())} frames claim more captured bytes than were on the wire (first: {first})")
+
+    # --- classic pcap ------------------------------------------------------------------------------------
+    def _pcap(self, big: bool) -> Iterator[FrameBatch]:
+        if not self._fill(24):
+            raise CaptureError(f"{self.facts.source}: pcap file header cut short")
+        e = ">" if big else "<"
+        magic, major, minor, _, _, snaplen, link = struct.unpack_from(e + "IHHiIII", self.buf, self.pos)
+        name, frac_ns, hdr_len = PCAP_MAGICS[magic]
+        self.facts.file_format = name
+        linktype = link & LINKTYPE_MASK
+        self.facts.interfaces.append(Interface(linktype=linktype, snaplen=snaplen, ts_resolution_ns=float(frac_ns)))
+        self.pos += 24
+        offset, caplen, wirelen, ts, link_arr = self._arrays()
+        link_arr[:] = linktype
+        while True:
+            self._fill(CHUNK)
+            data = np.frombuffer(self.buf, np.uint8)
+            n, pos, status = scan_pcap(data, self.pos, len(data), big, hdr_len, frac_ns, self.batch_frames,
+                                       offset, caplen, wirelen, ts)
+            self.pos = pos
+            if n:
+                yield self._batch(data, n, offset, caplen, wirelen, ts, link_arr)
+            if status == 2:
+                self._notice(self.frame + 1, "corrupt_record",
+                             f"record header of frame {self.frame + 1} is corrupt: stopped reading there")
+                return
+            if n == 0 and not self._more(status, "a packet record"):
+                return
+
+    def _more(self, status: int, what: str) -> bool:
+        """After a scan that read nothing: buffer more and go on, or end (noting a cut record)."""
+        if self._fill(len(self.buf) - self.pos + 1):
+            return True
+        if status == 1 or len(self.buf) > self.pos:
+            self._cut(what)
+        return False
+
+    # --- pcapng ------------------------------------------------------------------------------------------
+    def _pcapng(self) -> Iterator[FrameBatch]:
+        self.facts.file_format = "pcapng"
+        big = False
+        links: list[int] = []
+        res_kind: list[int] = []
+        res: list[int] = []
+        offs: list[int] = []
+        out = self._arrays()
+        while True:
+            self._fill(CHUNK)
+            data = np.frombuffer(self.buf, np.uint8)
+            n, pos, status = scan_pcapng(
+                data, self.pos, len(data), big, np.array(links, np.int32), np.array(res_kind, np.int64),
+                np.array(res, np.int64), np.array(offs, np.int64), self.batch_frames, *out)
+            self.pos = pos
+            if n:
+                yield self._batch(data, n, *out)
+            if status == 2:
+                self._notice(self.frame + 1, "corrupt_record",
+                             f"pcapng block after frame {self.frame} has a corrupt length: stopped reading there")
+                return
+            if status == 4:
+                raise CaptureError(f"{self.facts.source}: packet block names an interface that was never described "
+                                   f"(frame {self.frame + 1})")
+            if status == 3:
+                if not self._fill(12):
+                    self._cut("a pcapng block")
+                    return
+                head = self.buf[self.pos:self.pos + 12]
+                if struct.unpack_from("<I", head)[0] == PCAPNG_SHB:
+                    order = struct.unpack_from("<I", head, 8)[0]
+                    if order not in (BYTE_ORDER_MAGIC, 0x4D3C2B1A):
+                        self._notice(self.frame + 1, "corrupt_record", "pcapng section header with a bad byte-order magic")
+                        return
+                    big = order != BYTE_ORDER_MAGIC
+                    links, res_kind, res, offs = [], [], [], []  # interfaces are per section
+                blen = struct.unpack_from(">I" if big else "<I", head, 4)[0]
+                if blen < 12 or blen > MAX_BLOCK or blen % 4:
+                    self._notice(self.frame + 1, "corrupt_record", "pcapng block with a corrupt length: stopped reading there")
+                    return
+                if not self._fill(blen):
+                    self._cut("a pcapng block")
+                    return
+                block = bytes(self.buf[self.pos:self.pos + blen])
+                self.pos += blen
+                self._block(block, big, links, res_kind, res, offs)
+                continue
+            if n == 0 and not self._more(status, "a pcapng block"):
+                return
+
+    def _block(self, block: bytes, big: bool, links: list[int], res_kind: list[int], res: list[int],
+               offs: list[int]) -> None:
+        """Section, interface and other non-packet blocks: record what they say."""
+        e = ">" if big else "<"
+        btype = struct.unpack_from(e + "I", block)[0]
+        body = block[8:-4]
+        if btype == PCAPNG_SHB:
+            for code, value in _options(body[16:], big):
+                if code == OPT_COMMENT:
+                    self.facts.comments.append(_text(value))
+        elif btype == IDB:
+            if len(body) < 8:
+                self._notice(self.frame + 1, "corrupt_record", "pcapng interface block too short")
+                return
+            linktype, _, snaplen = struct.unpack_from(e + "HHI", body)
+            iface = Interface(linktype=linktype, snaplen=snaplen, ts_resolution_ns=1000.0)
+            kind, exp, off = 0, 6, 0
+            for code, value in _options(body[8:], big):
+                if code == IF_NAME:
+                    iface.name = _text(value)
+                elif code == IF_DESCRIPTION:
+                    iface.description = _text(value)
+                elif code == IF_TSRESOL and value:
+                    kind, exp = _tsresol(value)
+                elif code == IF_TSOFFSET and len(value) >= 8:
+                    off = struct.unpack_from(e + "q", value)[0] * NS
+                elif code == OPT_COMMENT:
+                    self.facts.comments.append(_text(value))
+            if (kind == 0 and exp > 18) or (kind == 1 and exp > 62):
+                self._notice(self.frame + 1, "bad_tsresol", f"interface {len(links)}: unusable if_tsresol, using microseconds")
+                kind, exp = 0, 6
+            iface.ts_resolution_ns = 10.0 ** (9 - exp) if kind == 0 else NS / 2.0 ** exp
+            self.facts.interfaces.append(iface)
+            links.append(linktype)
+            res_kind.append(kind)
+            res.append(exp)
+            offs.append(off)
+        # Name resolution, statistics, decryption secrets and custom blocks carry nothing tcpa reports.
+
+
+def open_capture(path: str | os.PathLike[str], *, batch_frames: int = 1 << 16) -> _Opened:
+    """Open a capture file ("-" reads stdin); gzip compression is detected from the content."""
+    return _Opened(os.fspath(path), batch_frames)
+
+
+class _Opened:
+    """Context manager around a Capture that closes its file, and turns I/O errors into CaptureError."""
+
+    def __init__(self, path: str, batch_frames: int) -> None:
+        self.path = path
+        self.batch_frames = batch_frames
+        self.raw: BinaryIO | None = None
+
+    def __enter__(self) -> Capture:
+        path = self.path
+        try:
+            if path == "-":
+                raw: BinaryIO = sys.stdin.buffer
+            else:
+                if os.path.isdir(path):
+                    raise CaptureError(f"{path}: is a directory, not a capture file")
+                raw = open(path, "rb")  # noqa: SIM115 - closed in __exit__
+                self.raw = raw
+        except FileNotFoundError:
+            raise CaptureError(f"{path}: no such file") from None
+        except PermissionError:
+            raise CaptureError(f"{path}: permission denied") from None
+        except OSError as err:
+            raise CaptureError(f"{path}: cannot open: {err.strerror or err}") from None
+        stream = io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw
+        head = stream.peek(2)[:2]
+        compressed = head == b"\x1f\x8b"
+        if compressed:
+            stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
+        return Capture(stream, path, compressed, self.batch_frames)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.raw is not None:
+            self.raw.close()
