@@ -91,11 +91,13 @@ def _pcapng_ts(raw: int, res_kind: int, res: int, off_ns: int) -> int:
 @numba.njit(cache=True, nogil=True)
 def scan_pcapng(buf: npt.NDArray[np.uint8], pos: int, end: int, big: bool, if_link: npt.NDArray[np.int32],
                 if_res_kind: npt.NDArray[np.int64], if_res: npt.NDArray[np.int64], if_off: npt.NDArray[np.int64],
-                limit: int, offset: npt.NDArray[np.int64], caplen: npt.NDArray[np.int32],
+                snap0: int, limit: int, offset: npt.NDArray[np.int64], caplen: npt.NDArray[np.int32],
                 wirelen: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
                 link: npt.NDArray[np.int32]) -> tuple[int, int, int]:
     """Walk Enhanced/Simple/obsolete Packet Blocks from pos; stop at any other block for the Python side.
 
+    snap0 is interface 0's snaplen (0: none), which with the original length gives a Simple Packet Block's
+    captured length (its data is padded to 32 bits).
     status 0: limit or end reached; 1: the next block is cut by `end`; 2: corrupt block length;
     3: a block the caller must handle (interface, section, comments...); 4: unknown interface id.
     """
@@ -105,6 +107,8 @@ def scan_pcapng(buf: npt.NDArray[np.uint8], pos: int, end: int, big: bool, if_li
         if pos + 12 > end:
             return n, pos, 1 if pos < end else 0
         btype = _u32(buf, pos, big)
+        if btype == 0x0A0D0D0A:  # a section header may switch the byte order: its length is read by the caller
+            return n, pos, 3
         blen = _u32(buf, pos + 4, big)
         if blen < 12 or blen % 4 != 0 or blen > (64 << 20):
             return n, pos, 2
@@ -113,7 +117,9 @@ def scan_pcapng(buf: npt.NDArray[np.uint8], pos: int, end: int, big: bool, if_li
         if btype == 6 or btype == 2:
             if blen < 32:
                 return n, pos, 2
-            iface = _u32(buf, pos + 8, big) & 0xFFFF if btype == 2 else _u32(buf, pos + 8, big)
+            iface = _u32(buf, pos + 8, big)
+            if btype == 2:  # obsolete Packet Block: a 16-bit interface id, then a 16-bit drops count
+                iface = iface >> 16 if big else iface & 0xFFFF
             if iface >= n_if:
                 return n, pos, 4
             raw = (_u32(buf, pos + 12, big) << 32) | _u32(buf, pos + 16, big)
@@ -130,6 +136,8 @@ def scan_pcapng(buf: npt.NDArray[np.uint8], pos: int, end: int, big: bool, if_li
                 return n, pos, 4
             wire = _u32(buf, pos + 8, big)
             cap = min(wire, blen - 16)
+            if snap0 > 0:  # the captured length is the smaller of the original length and interface 0's snaplen
+                cap = min(cap, snap0)
             ts[n] = -1  # no timestamp: the caller fills in the previous frame's
             caplen[n] = cap
             wirelen[n] = wire
@@ -183,18 +191,27 @@ class Capture:
     # --- buffer ------------------------------------------------------------------------------------------
     def _fill(self, need: int) -> bool:
         """Make sure `need` bytes are buffered from pos; False when the stream ends first."""
-        while len(self.buf) - self.pos < need and not self.eof:
+        have = len(self.buf) - self.pos
+        if have >= need or self.eof:
+            return have >= need
+        parts = [self.buf[self.pos:]]
+        # A compressed stream is read with read1: read() would drop everything it decompressed in a call
+        # that ends in the error of a cut gzip file.
+        read = self.stream.read1 if self.facts.compressed else self.stream.read  # type: ignore[attr-defined]
+        while have < need:
             try:
-                chunk = self.stream.read(max(CHUNK, need))
+                chunk = read(max(CHUNK, need - have))
             except (OSError, EOFError, gzip.BadGzipFile) as err:
                 self._notice(0, "truncated_file", f"reading stopped: {err}")
                 chunk = b""
             if not chunk:
                 self.eof = True
                 break
-            self.buf = self.buf[self.pos:] + chunk
-            self.pos = 0
-        return len(self.buf) - self.pos >= need
+            parts.append(chunk)
+            have += len(chunk)
+        self.buf = b"".join(parts)
+        self.pos = 0
+        return have >= need
 
     def _notice(self, frame: int, kind: str, message: str) -> None:
         self.facts.notices.append(Notice(frame, kind, message))
@@ -309,7 +326,9 @@ class Capture:
             data = np.frombuffer(self.buf, np.uint8)
             n, pos, status = scan_pcapng(
                 data, self.pos, len(data), big, np.array(links, np.int32), np.array(res_kind, np.int64),
-                np.array(res, np.int64), np.array(offs, np.int64), self.batch_frames, *out)
+                np.array(res, np.int64), np.array(offs, np.int64),
+                self.facts.interfaces[len(self.facts.interfaces) - len(links)].snaplen if links else 0,
+                self.batch_frames, *out)
             self.pos = pos
             if n:
                 yield self._batch(data, n, *out)

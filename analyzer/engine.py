@@ -200,10 +200,10 @@ def count(st, s, snd, i, flags, seq, payload_len, ip_len, ns, frame, mss, wscale
         st[s, b + E_SACK_PERM] = 1 if sack_perm[i] else 0
         st[s, b + E_TS_OK] = 1 if has_ts[i] else 0
     end = pos + payload_len[i]
-    if payload_len[i] > 0:
+    if payload_len[i] > 0:  # only data extends the byte count: a bare ACK after a FIN sits one past it
         st[s, b + E_DATA_PKTS] += 1
-    if end > st[s, b + E_SEQ_HI]:
-        st[s, b + E_SEQ_HI] = end
+        if end > st[s, b + E_SEQ_HI]:
+            st[s, b + E_SEQ_HI] = end
     if end > st[s, b + E_SEQ_REF]:
         st[s, b + E_SEQ_REF] = end
     if pos < st[s, b + E_SEQ_START] and (flags & SYN) == 0 and pos > st[s, b + E_SEQ_START] - (1 << 30):
