@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEB_TOOLS := tshark tcpdump tcptrace chromium fonts-wqy-microhei nftables iproute2
 CAPTURE ?= pcaps/showcase.pcapng
 
-.PHONY: run test venv sysdeps pcaps bench fuzz lint clean
+.PHONY: run test venv sysdeps pcaps lab bench fuzz lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ test: sysdeps $(STAMP) $(NUMBA_STAMP)
 
 pcaps: $(STAMP)
 	$(BIN)/python scripts/make_scenarios.py pcaps
+	$(BIN)/python scripts/lab.py pcaps
+
+# Real Linux TCP captured in two network namespaces (needs root, ip, nft, tcpdump, ethtool; about a minute).
+lab: $(STAMP)
+	$(BIN)/python scripts/lab.py pcaps
 
 lint: $(STAMP)
 	$(BIN)/ruff check analyzer tests scripts

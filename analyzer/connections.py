@@ -15,7 +15,7 @@ import pandas as pd
 from .layout import (
     C_BAD_CSUM, C_BAD_OPTS, C_CONN, C_FIRST_FRAME, C_FIRST_NS, C_HS_ACK_NS, C_LAST_FRAME, C_LAST_NS,
     C_ORIG_IS_A, C_START, C_SYN_NS, C_SYNACK_NS, C_TRUNCATED, C_TUNNEL, C_ZLAST_NS, E_DATA_PKTS, E_FIN_NS,
-    E_IP_BYTES, E_MSS, E_PKTS, E_RST_NS, E_RST_STATE, E_SACK_PERM, E_SEQ_HI, E_SEQ_START, E_SYN_COUNT,
+    E_IP_BYTES, E_LAST_NS, E_MSS, E_PKTS, E_RST_NS, E_RST_STATE, E_SACK_PERM, E_SEQ_HI, E_SEQ_START, E_SYN_COUNT,
     E_TS_OK, E_WSCALE, E_ZSTATE, EP0, EP1, NONE, START_SYN, T_CONN, T_ENDPOINT, T_EVENT, T_FIELDS, T_FRAME,
     T_FROM, T_NS, T_ORDER, T_TO, Z_CLOSED, Z_ESTABLISHED, Z_INACTIVE, Z_PARTIAL, Z_RESET, Z_SYN_ACK_SENT,
     Z_SYN_SENT,
@@ -111,6 +111,7 @@ def connections_frame(rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8], 
     for e, b in ((0, EP0), (1, EP1)):
         p = ENDPOINTS[e]
         df[f"{p}_pkts"] = rows[:, b + E_PKTS]
+        df[f"{p}_last_ns"] = rows[:, b + E_LAST_NS]
         df[f"{p}_ip_bytes"] = rows[:, b + E_IP_BYTES]
         df[f"{p}_bytes"] = np.where(rows[:, b + E_PKTS] > 0, np.maximum(rows[:, b + E_SEQ_HI] - rows[:, b + E_SEQ_START], 0), 0)
         df[f"{p}_data_pkts"] = rows[:, b + E_DATA_PKTS]

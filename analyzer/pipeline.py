@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 import numpy as np
+import pandas as pd
 
 from .capture import open_capture
 from .connections import connections_frame, transitions_frame
@@ -14,7 +15,8 @@ from .decode import SUPPORTED_LINKTYPES, Decoder
 from .layout import HIST_MAX, ROW
 from .model import CaptureError, CaptureFacts, Notice
 from .report import Report
-from .tracker import Params, Tracker
+from .sequence import EV_NAMES, EVENT_NAMES
+from .tracker import CT_NAMES, Params, Tracker
 
 DEFAULT_BATCH = 1 << 16
 
@@ -77,8 +79,24 @@ def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skip
     keys = np.concatenate(tracker.conn_keys) if tracker.conn_keys else np.empty((0, 5), np.uint64)
     transitions = transitions_frame(tracker.transitions, facts.last_ns)
     conns = connections_frame(rows, hist, keys, transitions, tunnels)
-    transitions.insert(0, "uid", conns.set_index("conn")["uid"].reindex(transitions["conn"]).to_numpy())
-    return Report(capture=facts, connections=conns, transitions=transitions, skipped=skipped, segments=segments)
+    uid_of = conns.set_index("conn")["uid"]
+    transitions.insert(0, "uid", uid_of.reindex(transitions["conn"]).to_numpy())
+    events = _table(tracker.seq_events, EV_NAMES, uid_of)
+    events["kind"] = pd.Categorical.from_codes(events.pop("kind").to_numpy(), categories=list(EVENT_NAMES)) \
+        if len(events) else pd.Series([], dtype="object")
+    control = _table(tracker.control, CT_NAMES, uid_of)
+    return Report(capture=facts, connections=conns, transitions=transitions, skipped=skipped, segments=segments,
+                  events=events, control=control)
+
+
+def _table(parts: list[np.ndarray], names: list[str], uid_of: pd.Series) -> pd.DataFrame:
+    """Rows the tracker collected, with each row's connection uid, in frame order."""
+    rows = np.concatenate(parts) if parts else np.empty((0, len(names)), np.int64)
+    df = pd.DataFrame(rows, columns=names)
+    df = df.sort_values("frame", kind="stable", ignore_index=True)
+    df.insert(0, "uid", uid_of.reindex(df["conn"]).to_numpy())
+    df["dir"] = np.where(df["dir"] == 0, "orig", "resp")
+    return df
 
 
 __all__ = ["analyze", "Params", "Report", "CaptureError", "Notice"]

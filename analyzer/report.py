@@ -27,6 +27,8 @@ class Report:
     findings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FINDING_COLUMNS))
     skipped: Counter[str] = field(default_factory=Counter)
     segments: int = 0
+    events: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-segment analysis flags (sequence.py)
+    control: pd.DataFrame = field(default_factory=pd.DataFrame)  # every SYN, FIN and RST segment
 
     def connection(self, uid: str) -> pd.Series:
         """One connection's row by uid."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from . import engine
+from . import engine, sequence
 from .flows import FlowTable
 from .layout import C_CONN, C_LAST_NS, C_SLOT, HIST_MAX, NONE, ROW, T_FIELDS
 from .segments import SegmentTable
@@ -23,6 +23,10 @@ from .zeekconn import likely_server_ports
 NS = 1_000_000_000
 FOREVER = 1 << 62  # "run timers to their natural end": clipped to the capture's end when reported
 TR_ROWS, DONE_ROWS = 1 << 16, 1 << 13
+# Columns of the control-segment table (SYN, FIN and RST segments), which the detectors read.
+CT_CONN, CT_DIR, CT_FRAME, CT_NS, CT_FLAGS, CT_SEQ, CT_ACK, CT_LEN, CT_WIN, CT_TSVAL, CT_CSUM = range(11)
+CT_WIDTH = 11
+CT_NAMES = ["conn", "dir", "frame", "ts_ns", "flags", "seq", "ack", "len", "win", "tsval", "csum_ok"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,9 @@ class Tracker:
         self.last_ns = 0
         self.seg_conn = np.empty(0, np.int64)  # the last batch's segments: connection id and direction
         self.seg_dir = np.empty(0, np.int64)
+        self.seq_st = sequence.new_state(self.flows.capacity)
+        self.seq_events: list[npt.NDArray[np.int64]] = []  # sequence.EV_* rows
+        self.control: list[npt.NDArray[np.int64]] = []  # CT_* rows: every SYN, FIN and RST segment
 
     def feed(self, seg: SegmentTable) -> None:
         """Run one batch of segments through the engine."""
@@ -81,8 +88,29 @@ class Tracker:
             i = engine.run(i, *cols, self.st, self.hist, TABLE, self.pvec, self.server_ports, self.g,
                            self.tr, self.done, self.done_hist, self.seg_conn, self.seg_dir)
             self._collect()
+        self._analyse(seg, slots)
         self.last_ns = max(self.last_ns, int(seg.ts_ns.max()))
         self._retire(self.last_ns)
+
+    def _analyse(self, seg: SegmentTable, slots: npt.NDArray[np.int64]) -> None:
+        """Wireshark's sequence analysis over the batch, and the control segments the detectors read."""
+        n = len(seg)
+        ev = np.empty((sequence.MAX_EVENTS_PER_SEGMENT * n + 16, sequence.EV_WIDTH), np.int64)
+        k = sequence.run(slots, self.seg_conn, self.seg_dir, seg.frame, seg.ts_ns, seg.flags.astype(np.int64),
+                         seg.seq.astype(np.int64), seg.ack.astype(np.int64), seg.win.astype(np.int64),
+                         seg.payload_len.astype(np.int64), seg.wscale.astype(np.int64), self.seq_st, ev)
+        if k:
+            self.seq_events.append(ev[:k].copy())
+        ctl = np.flatnonzero(seg.flags & 0x07)
+        if len(ctl):
+            rows = np.empty((len(ctl), CT_WIDTH), np.int64)
+            rows[:, CT_CONN], rows[:, CT_DIR] = self.seg_conn[ctl], self.seg_dir[ctl]
+            rows[:, CT_FRAME], rows[:, CT_NS] = seg.frame[ctl], seg.ts_ns[ctl]
+            rows[:, CT_FLAGS], rows[:, CT_SEQ], rows[:, CT_ACK] = seg.flags[ctl], seg.seq[ctl], seg.ack[ctl]
+            rows[:, CT_LEN], rows[:, CT_WIN] = seg.payload_len[ctl], seg.win[ctl]
+            rows[:, CT_TSVAL] = np.where(seg.has_ts[ctl], seg.ts_val[ctl].astype(np.int64), -1)
+            rows[:, CT_CSUM] = seg.csum_ok[ctl]
+            self.control.append(rows)
 
     def finish(self) -> None:
         """End of capture: every live connection is finished with its state as of now."""
@@ -96,6 +124,9 @@ class Tracker:
             st, hist = engine.new_state(need)
             st[:have], hist[:have] = self.st, self.hist
             self.st, self.hist = st, hist
+            seq_st = sequence.new_state(need)
+            seq_st[:have] = self.seq_st
+            self.seq_st = seq_st
 
     def _retire(self, now: int) -> None:
         """Finish and free the slots no later packet could continue (the engine's own is_reuse rule)."""

@@ -272,6 +272,20 @@ def test_pcapng_decimal_resolution_finer_than_nanoseconds(tmp_path: Path) -> Non
     assert int(batches[0].ts_ns[0]) == 1_234_567_890_123_456
 
 
+def test_pcapng_two_to_the_minus_32_resolution(tmp_path: Path) -> None:
+    raw = (1_700_000_000 << 32) | 0xFFFF_FFFF
+    data = shb() + idb(1, options=[tsresol(0x80 | 32)]) + epb(0, raw, b"q" * 30)
+    _, batches = read_all(write(tmp_path, "p32.pcapng", data))
+    assert int(batches[0].ts_ns[0]) == (raw * NS) >> 32
+
+
+def test_pcapng_unusable_tsresol_falls_back_to_microseconds(tmp_path: Path) -> None:
+    data = shb() + idb(1, options=[tsresol(0x7F)]) + epb(0, 3, b"q" * 30)
+    facts, batches = read_all(write(tmp_path, "bad.pcapng", data))
+    assert int(batches[0].ts_ns[0]) == 3000
+    assert [n.kind for n in facts.notices] == ["bad_tsresol"]
+
+
 def test_pcapng_negative_tsoffset(tmp_path: Path) -> None:
     data = shb() + idb(1, options=[tsoffset(-10, "<")]) + epb(0, 20_000_000, b"q" * 30)
     _, batches = read_all(write(tmp_path, "neg.pcapng", data))

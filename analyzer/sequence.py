@@ -1,0 +1,195 @@
+"""Wireshark-compatible TCP sequence analysis: one compiled pass over every segment, in capture order.
+
+The rules are Wireshark's `tcp.analysis.*` definitions (packet-tcp.c, tcp_analyze_sequence_number, as of
+Wireshark 4.0; the User's Guide section "TCP Analysis" describes them), re-expressed as a per-direction state
+record. For each segment, in this precedence:
+
+  zero_window_probe   1 byte at the next expected sequence number while the peer's window is 0
+  zero_window         window 0 on a segment without SYN, FIN or RST
+  lost_segment        the sequence number is beyond the next expected one (a gap before it was not captured)
+  keepalive           0 or 1 byte starting one before the next expected sequence number
+  window_update       no data, same seq and ack as before, window changed
+  window_full         data that fills the peer's advertised window exactly
+  keepalive_ack       a duplicate-ACK-shaped segment answering a keepalive
+  zero_window_probe_ack  likewise, answering a zero-window probe
+  duplicate_ack       no data, same window, seq and ack as the previous segment
+  ack_lost_segment    acknowledges data the capture never showed
+  fast_retransmission / out_of_order / spurious_retransmission / retransmission
+                      data (or SYN/FIN) that does not advance the sequence space, told apart by the peer's
+                      duplicate ACKs, the time since the highest segment and what the peer already acknowledged
+
+State is kept per slot of the flow table and reset when a new connection takes the slot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+# Finding kinds, by code (index into KINDS).
+KINDS = ("", "retransmission", "fast_retransmission", "spurious_retransmission", "out_of_order", "lost_segment",
+         "ack_lost_segment", "duplicate_ack", "window_full", "window_update", "zero_window", "zero_window_probe",
+         "zero_window_probe_ack", "keepalive", "keepalive_ack")
+(K_RETRANS, K_FAST, K_SPURIOUS, K_OOO, K_LOST, K_ACK_LOST, K_DUPACK, K_WIN_FULL, K_WIN_UPDATE, K_ZERO_WIN,
+ K_ZWP, K_ZWP_ACK, K_KEEPALIVE, K_KEEPALIVE_ACK) = range(1, 15)
+K_DATA_AFTER_FIN = 15  # not Wireshark's: the first data a side sends after its peer's FIN (value: its bytes)
+EVENT_NAMES = (*KINDS, "data_after_peer_fin")
+
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+FAST_RETRANS_NS = 20_000_000  # a retransmission within 20 ms of the peer's duplicate ACKs is "fast"
+OOO_DEFAULT_NS = 3_000_000  # out-of-order window when the handshake RTT is unknown
+
+# Per-direction fields (two blocks per slot), then per-slot fields.
+(D_SEEN, D_NEXTSEQ, D_NEXTSEQ_NS, D_NEXTSEQ_FRAME, D_MAXTOACK, D_LASTACK, D_LASTACK_NS, D_WINDOW, D_WIN_SYN,
+ D_WSCALE, D_DUPACKS, D_LASTNONDUP, D_LASTKINDS, D_FIN_NS, D_DATA_AFTER_FIN) = range(15)
+DW = 15
+S_CONN, S_FIRST_RTT, S_SYN_NS = 2 * DW, 2 * DW + 1, 2 * DW + 2
+WIDTH = 2 * DW + 3
+# Event columns.
+EV_FRAME, EV_CONN, EV_DIR, EV_KIND, EV_VALUE, EV_REF, EV_LEN, EV_SEQ = range(8)
+EV_WIDTH = 8
+EV_NAMES = ["frame", "conn", "dir", "kind", "value", "ref_frame", "len", "seq"]
+MAX_EVENTS_PER_SEGMENT = 12  # every kind a single segment can carry at once, at most
+UNSET = -1
+
+
+def new_state(capacity: int) -> npt.NDArray[np.int64]:
+    """Sequence-analysis state for `capacity` slots."""
+    st = np.zeros((capacity, WIDTH), np.int64)
+    st[:, S_CONN] = UNSET
+    return st
+
+
+@njit(cache=True, inline="always")
+def _gt(a: int, b: int) -> bool:
+    return ((a - b) & 0xFFFFFFFF) - ((((a - b) & 0xFFFFFFFF) >> 31) << 32) > 0
+
+
+@njit(cache=True, inline="always")
+def _lt(a: int, b: int) -> bool:
+    return _gt(b, a)
+
+
+@njit(cache=True)
+def _reset(st, s, conn) -> None:  # type: ignore[no-untyped-def]
+    st[s, :] = 0
+    st[s, S_CONN] = conn
+    for d in (0, DW):
+        st[s, d + D_WSCALE] = -1  # unknown until a SYN shows it
+        st[s, d + D_WIN_SYN] = 0
+
+
+@njit(cache=True)
+def _emit(ev, n, frame, conn, d, kind, value, ref, ln, sq) -> int:  # type: ignore[no-untyped-def]
+    if n < ev.shape[0]:
+        ev[n, EV_FRAME], ev[n, EV_CONN], ev[n, EV_DIR] = frame, conn, d
+        ev[n, EV_KIND], ev[n, EV_VALUE], ev[n, EV_REF] = kind, value, ref
+        ev[n, EV_LEN], ev[n, EV_SEQ] = ln, sq
+    return n + 1
+
+
+@njit(cache=True)
+def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st, ev):  # type: ignore[no-untyped-def]
+    """Analyse one batch; events go to ev (grown by the caller if the returned count exceeds its size)."""
+    n = 0
+    for i in range(len(slot)):
+        s, c = slot[i], conn[i]
+        if st[s, S_CONN] != c:
+            _reset(st, s, c)
+        d = direction[i]
+        f = DW * d
+        r = DW * (1 - d)
+        fl, sq, ak, w, ln, now, fr = flags[i], seq[i], ack[i], win[i], plen[i], ts[i], frame[i]
+        ctl = (fl & (SYN | FIN | RST)) != 0
+        kinds = 0
+        # Handshake bookkeeping: window scaling as negotiated, the SYN time for the handshake RTT.
+        if fl & SYN:
+            st[s, f + D_WSCALE] = wscale[i] if wscale[i] >= 0 else -2
+            if (fl & ACK) and (wscale[i] < 0 or st[s, r + D_WSCALE] == -2):
+                st[s, f + D_WSCALE] = -2
+                st[s, r + D_WSCALE] = -2
+            if not (fl & ACK):
+                st[s, S_SYN_NS] = now
+        elif (fl & ACK) and st[s, S_FIRST_RTT] == 0 and st[s, S_SYN_NS] != 0:
+            st[s, S_FIRST_RTT] = now - st[s, S_SYN_NS]
+        seen = st[s, f + D_SEEN] != 0
+        nextseq = st[s, f + D_NEXTSEQ]
+        goto_done = False
+        # zero window probe
+        if seen and ln == 1 and sq == nextseq and st[s, r + D_SEEN] and st[s, r + D_WINDOW] == 0:
+            kinds |= 1 << K_ZWP
+            goto_done = True
+        if not goto_done:
+            if w == 0 and not ctl:
+                kinds |= 1 << K_ZERO_WIN
+            if seen and _gt(sq, nextseq) and not (fl & RST):
+                kinds |= 1 << K_LOST
+            if seen and (ln == 0 or ln == 1) and sq == ((nextseq - 1) & 0xFFFFFFFF) and not ctl:
+                kinds |= 1 << K_KEEPALIVE
+                goto_done = True
+        same = (seen and ln == 0 and not ctl and sq == nextseq and ak == st[s, f + D_LASTACK])
+        if not goto_done and same and w != 0 and w != st[s, f + D_WINDOW]:
+            kinds |= 1 << K_WIN_UPDATE
+            goto_done = True
+        if not goto_done:
+            rs = st[s, r + D_WSCALE]
+            if ln > 0 and rs != -1 and st[s, r + D_SEEN] and not ctl:
+                shift = 0 if (rs == -2 or st[s, r + D_WIN_SYN]) else rs
+                if ((sq + ln) & 0xFFFFFFFF) == ((st[s, r + D_LASTACK] + (st[s, r + D_WINDOW] << shift)) & 0xFFFFFFFF):
+                    kinds |= 1 << K_WIN_FULL
+            if same and w != 0 and w == st[s, f + D_WINDOW] and (st[s, r + D_LASTKINDS] >> K_KEEPALIVE) & 1:
+                kinds |= 1 << K_KEEPALIVE_ACK
+                goto_done = True
+            elif same and w == 0 and w == st[s, f + D_WINDOW] and (st[s, r + D_LASTKINDS] >> K_ZWP) & 1:
+                kinds |= 1 << K_ZWP_ACK
+                goto_done = True
+            elif same and w != 0 and w == st[s, f + D_WINDOW]:
+                kinds |= 1 << K_DUPACK
+                st[s, f + D_DUPACKS] += 1
+                n = _emit(ev, n, fr, c, d, K_DUPACK, st[s, f + D_DUPACKS], st[s, f + D_LASTNONDUP], ln, sq)
+        # finished_fwd
+        if not (kinds >> K_DUPACK) & 1:
+            st[s, f + D_LASTNONDUP] = fr
+            st[s, f + D_DUPACKS] = 0
+        if st[s, r + D_MAXTOACK] != 0 and (fl & ACK) and _gt(ak, st[s, r + D_MAXTOACK]):
+            kinds |= 1 << K_ACK_LOST
+            st[s, r + D_MAXTOACK] = st[s, r + D_NEXTSEQ]
+        # retransmission family
+        if (ln > 0 or (fl & (SYN | FIN))) and seen and _lt(sq, nextseq) and not (kinds >> K_KEEPALIVE) & 1:
+            kind = K_RETRANS
+            since_ack = now - st[s, r + D_LASTACK_NS]
+            ooo = st[s, S_FIRST_RTT] if st[s, S_FIRST_RTT] else OOO_DEFAULT_NS
+            if st[s, r + D_DUPACKS] >= 2 and st[s, r + D_LASTACK] == sq and since_ack < FAST_RETRANS_NS:
+                kind = K_FAST
+            elif now - st[s, f + D_NEXTSEQ_NS] < ooo and nextseq != ((sq + ln + (1 if fl & (SYN | FIN) else 0)) & 0xFFFFFFFF):
+                kind = K_OOO
+            elif ln > 0 and st[s, r + D_LASTACK] != 0 and not _gt((sq + ln) & 0xFFFFFFFF, st[s, r + D_LASTACK]):
+                kind = K_SPURIOUS
+            kinds |= 1 << kind
+            n = _emit(ev, n, fr, c, d, kind, now - st[s, f + D_NEXTSEQ_NS], st[s, f + D_NEXTSEQ_FRAME], ln, sq)
+        for k in (K_ZWP, K_ZERO_WIN, K_LOST, K_KEEPALIVE, K_WIN_UPDATE, K_WIN_FULL, K_KEEPALIVE_ACK, K_ZWP_ACK,
+                  K_ACK_LOST):
+            if (kinds >> k) & 1:
+                n = _emit(ev, n, fr, c, d, k, 0, 0, ln, sq)
+        if ln > 0 and st[s, r + D_FIN_NS] != 0 and st[s, f + D_DATA_AFTER_FIN] == 0 and not (fl & RST):
+            st[s, f + D_DATA_AFTER_FIN] = 1
+            n = _emit(ev, n, fr, c, d, K_DATA_AFTER_FIN, ln, 0, ln, sq)
+        if fl & FIN and st[s, f + D_FIN_NS] == 0:
+            st[s, f + D_FIN_NS] = now
+        # update this direction
+        nxt = (sq + ln + (1 if fl & (SYN | FIN) else 0)) & 0xFFFFFFFF
+        zwp = (kinds >> K_ZWP) & 1
+        if (not seen or _gt(nxt, nextseq)) and not zwp:
+            st[s, f + D_NEXTSEQ] = nxt
+            st[s, f + D_NEXTSEQ_NS] = now
+            st[s, f + D_NEXTSEQ_FRAME] = fr
+        if (not seen or sq == st[s, f + D_MAXTOACK] or st[s, f + D_MAXTOACK] == 0) and not zwp:
+            st[s, f + D_MAXTOACK] = st[s, f + D_NEXTSEQ]
+        st[s, f + D_SEEN] = 1
+        st[s, f + D_WINDOW] = w
+        st[s, f + D_WIN_SYN] = 1 if fl & SYN else 0
+        st[s, f + D_LASTACK] = ak if fl & ACK else st[s, f + D_LASTACK]
+        st[s, f + D_LASTACK_NS] = now
+        st[s, f + D_LASTKINDS] = kinds
+    return n

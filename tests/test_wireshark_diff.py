@@ -1,0 +1,117 @@
+"""Differential test: tcpa's per-segment sequence analysis against Wireshark's tcp.analysis flags.
+
+tshark (real, from Debian) reads the same captures; its expert messages name each flag per frame. Precision
+and recall are computed per flag over the scenario captures and the Zeek corpus, printed, and the headline
+flags must reach MIN_SCORE. Frames where Wireshark itself is wrong are listed in wireshark_known_differences.tsv
+with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from analyzer import Params, analyze
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus" / "zeek"
+KNOWN = Path(__file__).with_name("wireshark_known_differences.tsv")
+MIN_SCORE = 0.98
+MUST = ("retransmission", "duplicate_ack", "zero_window", "keepalive", "out_of_order", "lost_segment")
+
+# Wireshark's expert message -> our kind. A fast or spurious retransmission is also a retransmission there.
+MESSAGES = {
+    "This frame is a (suspected) retransmission": "retransmission",
+    "This frame is a (suspected) fast retransmission": "fast_retransmission",
+    "This frame is a (suspected) spurious retransmission": "spurious_retransmission",
+    "This frame is a (suspected) out-of-order segment": "out_of_order",
+    "Previous segment(s) not captured (common at capture start)": "lost_segment",
+    "ACKed segment that wasn't captured (common at capture start)": "ack_lost_segment",
+    "TCP window specified by the receiver is now completely full": "window_full",
+    "TCP window update": "window_update",
+    "TCP Zero Window segment": "zero_window",
+    "TCP Zero Window Probe": "zero_window_probe",
+    "ACK to a TCP Zero Window Probe": "zero_window_probe_ack",
+    "TCP keep-alive segment": "keepalive",
+    "ACK to a TCP keep-alive segment": "keepalive_ack",
+}
+KINDS = sorted(set(MESSAGES.values()) | {"duplicate_ack"})
+
+
+def captures() -> list[Path]:
+    pcaps = sorted(p for p in (ROOT / "pcaps").iterdir() if p.name.endswith((".pcap", ".pcapng", ".pcap.gz")))
+    with open(CORPUS / "INDEX.tsv", newline="") as fh:
+        corpus = sorted({CORPUS / r["trace"] for r in csv.DictReader(fh, delimiter="\t")})
+    return pcaps + corpus
+
+
+def wireshark_flags(path: Path) -> dict[str, set[int]]:
+    """Frames carrying each flag, from tshark's expert messages."""
+    out = subprocess.run(["tshark", "-n", "-r", str(path), "-T", "fields", "-e", "frame.number", "-e",
+                          "_ws.expert.message", "-E", "aggregator=\x1f"],
+                         capture_output=True, text=True, errors="replace", check=False).stdout
+    flags: dict[str, set[int]] = defaultdict(set)
+    for line in out.splitlines():
+        frame, _, messages = line.partition("\t")
+        for msg in messages.split("\x1f"):
+            kind = MESSAGES.get(msg) or ("duplicate_ack" if msg.startswith("Duplicate ACK (#") else None)
+            if kind:
+                flags[kind].add(int(frame))
+            if kind in ("fast_retransmission", "spurious_retransmission"):
+                flags["retransmission"].add(int(frame))
+    return flags
+
+
+def our_flags(path: Path) -> dict[str, set[int]]:
+    events = analyze(path, params=Params(checksums=False)).events
+    flags: dict[str, set[int]] = defaultdict(set)
+    for kind, frame in zip(events["kind"].astype(str), events["frame"]):
+        flags[kind].add(int(frame))
+        if kind in ("fast_retransmission", "spurious_retransmission"):
+            flags["retransmission"].add(int(frame))
+    return flags
+
+
+def known_differences() -> dict[tuple[str, str, int], str]:
+    if not KNOWN.exists():
+        return {}
+    with open(KNOWN, newline="") as fh:
+        rows = csv.DictReader((line for line in fh if not line.startswith("#")), delimiter="\t")
+        return {(r["capture"], r["kind"], int(r["frame"])): r["reason"] for r in rows}
+
+
+def test_sequence_analysis_agrees_with_wireshark(capsys: pytest.CaptureFixture[str]) -> None:
+    known = known_differences()
+    tp: dict[str, int] = defaultdict(int)
+    fp: dict[str, int] = defaultdict(int)
+    fn: dict[str, int] = defaultdict(int)
+    listing = []
+    for path in captures():
+        name = str(path.relative_to(ROOT.parent)) if CORPUS in path.parents else path.name
+        ws, ours = wireshark_flags(path), our_flags(path)
+        for kind in KINDS:
+            w, o = ws.get(kind, set()), ours.get(kind, set())
+            for frame in sorted(w ^ o):
+                reason = known.get((name, kind, frame))
+                side = "wireshark only" if frame in w else "tcpa only"
+                listing.append(f"  {name} frame {frame} {kind}: {side}" + (f" -- {reason}" if reason else ""))
+                if reason:  # Wireshark is wrong here: count our verdict as the truth
+                    (tp if frame in o else fn)[kind] += 0
+                    continue
+                (fn if frame in w else fp)[kind] += 1
+            tp[kind] += len(w & o) + sum(1 for f in o - w if (name, kind, f) in known)
+    scores = {}
+    with capsys.disabled():
+        print(f"\n{'flag':<26}{'both':>7}{'tshark only':>13}{'tcpa only':>11}{'precision':>11}{'recall':>8}")
+        for kind in KINDS:
+            precision = tp[kind] / max(tp[kind] + fp[kind], 1)
+            recall = tp[kind] / max(tp[kind] + fn[kind], 1)
+            scores[kind] = (precision, recall)
+            print(f"{kind:<26}{tp[kind]:>7}{fn[kind]:>13}{fp[kind]:>11}{precision:>11.3f}{recall:>8.3f}")
+        print("\n".join(listing[:400]))
+    low = {k: v for k, v in scores.items() if k in MUST and min(v) < MIN_SCORE}
+    assert not low, f"below {MIN_SCORE}: {low}"
