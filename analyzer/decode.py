@@ -495,6 +495,9 @@ def _frame(d: npt.NDArray[np.uint8], start: int, cap: int, wire: int, lt: int, c
         s_hi, s_lo = _addr(d, v, ip + (12 if v == 4 else 8))
         d_hi, d_lo = _addr(d, v, ip + (16 if v == 4 else 24))
         if proto == 6:
+            if ip_end > wend:  # the IP length claims more than the frame held on the wire: a lying header
+                ip_end = wend
+                o[O_TRUNC] = 1
             _tcp(d, v, ip, l4, ip_end, cend, checksums, o)
             o[O_IP_LEN] = total
             o[O_SRC_HI], o[O_SRC_LO], o[O_DST_HI], o[O_DST_LO] = s_hi, s_lo, d_hi, d_lo
@@ -542,7 +545,7 @@ def _tcp(d: npt.NDArray[np.uint8], v: int, ip: int, p: int, ip_end: int, cend: i
     o[O_THL] = thl
     o[O_PLEN] = ip_end - p - thl
     o[O_CPLEN] = max(0, min(ip_end, cend) - p - thl)
-    o[O_TRUNC] = 1 if cend < ip_end else 0
+    o[O_TRUNC] = 1 if cend < ip_end or o[O_TRUNC] else 0
     _options(d, p + 20, p + thl, cend, o)
     if checksums and cend >= ip_end:
         o[O_CSUM] = 1 if _tcp_checksum_ok(d, v, ip, p, ip_end - p) else 0

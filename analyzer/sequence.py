@@ -42,8 +42,8 @@ OOO_DEFAULT_NS = 3_000_000  # out-of-order window when the handshake RTT is unkn
 
 # Per-direction fields (two blocks per slot), then per-slot fields.
 (D_SEEN, D_NEXTSEQ, D_NEXTSEQ_NS, D_NEXTSEQ_FRAME, D_MAXTOACK, D_LASTACK, D_LASTACK_NS, D_WINDOW, D_WIN_SYN,
- D_WSCALE, D_DUPACKS, D_LASTNONDUP, D_LASTKINDS, D_FIN_NS, D_DATA_AFTER_FIN) = range(15)
-DW = 15
+ D_WSCALE, D_DUPACKS, D_LASTNONDUP, D_LASTKINDS, D_FIN_NS, D_DATA_AFTER_FIN, D_BASE_SEQ) = range(16)
+DW = 16
 S_CONN, S_FIRST_RTT, S_SYN_NS = 2 * DW, 2 * DW + 1, 2 * DW + 2
 WIDTH = 2 * DW + 3
 # Event columns.
@@ -95,12 +95,15 @@ def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st
     n = 0
     for i in range(len(slot)):
         s, c = slot[i], conn[i]
-        if st[s, S_CONN] != c:
-            _reset(st, s, c)
         d = direction[i]
         f = DW * d
         r = DW * (1 - d)
         fl, sq, ak, w, ln, now, fr = flags[i], seq[i], ack[i], win[i], plen[i], ts[i], frame[i]
+        # Wireshark's conversation: a slot handed to a new 4-tuple, or a SYN with a new ISN, starts afresh.
+        if st[s, S_CONN] == UNSET or ((fl & SYN) and st[s, f + D_SEEN] and sq != st[s, f + D_BASE_SEQ]):
+            _reset(st, s, c)
+        if not st[s, f + D_SEEN]:
+            st[s, f + D_BASE_SEQ] = sq if fl & SYN else (sq - 1) & 0xFFFFFFFF
         ctl = (fl & (SYN | FIN | RST)) != 0
         kinds = 0
         # Handshake bookkeeping: window scaling as negotiated, the SYN time for the handshake RTT.
@@ -113,61 +116,62 @@ def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st
                 st[s, S_SYN_NS] = now
         elif (fl & ACK) and st[s, S_FIRST_RTT] == 0 and st[s, S_SYN_NS] != 0:
             st[s, S_FIRST_RTT] = now - st[s, S_SYN_NS]
-        seen = st[s, f + D_SEEN] != 0
+        # Like Wireshark, an unseen direction reads as nextseq 0, lastack 0, window 0.
         nextseq = st[s, f + D_NEXTSEQ]
-        goto_done = False
-        # zero window probe
-        if seen and ln == 1 and sq == nextseq and st[s, r + D_SEEN] and st[s, r + D_WINDOW] == 0:
+        seen = nextseq != 0
+        same = ln == 0 and not ctl and sq == nextseq and ak == st[s, f + D_LASTACK]
+        if ln == 1 and sq == nextseq and st[s, r + D_WINDOW] == 0:
             kinds |= 1 << K_ZWP
-            goto_done = True
-        if not goto_done:
+        else:
             if w == 0 and not ctl:
                 kinds |= 1 << K_ZERO_WIN
             if seen and _gt(sq, nextseq) and not (fl & RST):
                 kinds |= 1 << K_LOST
-            if seen and (ln == 0 or ln == 1) and sq == ((nextseq - 1) & 0xFFFFFFFF) and not ctl:
+            if (ln == 0 or ln == 1) and sq == ((nextseq - 1) & 0xFFFFFFFF) and not ctl:
                 kinds |= 1 << K_KEEPALIVE
-                goto_done = True
-        same = (seen and ln == 0 and not ctl and sq == nextseq and ak == st[s, f + D_LASTACK])
-        if not goto_done and same and w != 0 and w != st[s, f + D_WINDOW]:
-            kinds |= 1 << K_WIN_UPDATE
-            goto_done = True
-        if not goto_done:
+            if same and w != 0 and w != st[s, f + D_WINDOW]:
+                kinds |= 1 << K_WIN_UPDATE
             rs = st[s, r + D_WSCALE]
-            if ln > 0 and rs != -1 and st[s, r + D_SEEN] and not ctl:
+            if ln > 0 and rs != -1 and not ctl:
                 shift = 0 if (rs == -2 or st[s, r + D_WIN_SYN]) else rs
                 if ((sq + ln) & 0xFFFFFFFF) == ((st[s, r + D_LASTACK] + (st[s, r + D_WINDOW] << shift)) & 0xFFFFFFFF):
                     kinds |= 1 << K_WIN_FULL
             if same and w != 0 and w == st[s, f + D_WINDOW] and (st[s, r + D_LASTKINDS] >> K_KEEPALIVE) & 1:
                 kinds |= 1 << K_KEEPALIVE_ACK
-                goto_done = True
             elif same and w == 0 and w == st[s, f + D_WINDOW] and (st[s, r + D_LASTKINDS] >> K_ZWP) & 1:
                 kinds |= 1 << K_ZWP_ACK
-                goto_done = True
             elif same and w != 0 and w == st[s, f + D_WINDOW]:
                 kinds |= 1 << K_DUPACK
                 st[s, f + D_DUPACKS] += 1
                 n = _emit(ev, n, fr, c, d, K_DUPACK, st[s, f + D_DUPACKS], st[s, f + D_LASTNONDUP], ln, sq)
-        # finished_fwd
-        if not (kinds >> K_DUPACK) & 1:
+        # finished_fwd: a new ack number resets the duplicate-ACK count
+        if ak != st[s, f + D_LASTACK]:
             st[s, f + D_LASTNONDUP] = fr
             st[s, f + D_DUPACKS] = 0
         if st[s, r + D_MAXTOACK] != 0 and (fl & ACK) and _gt(ak, st[s, r + D_MAXTOACK]):
             kinds |= 1 << K_ACK_LOST
-            st[s, r + D_MAXTOACK] = st[s, r + D_NEXTSEQ]
+            st[s, r + D_MAXTOACK] = st[s, r + D_NEXTSEQ]  # report the same unseen data once
         # retransmission family
-        if (ln > 0 or (fl & (SYN | FIN))) and seen and _lt(sq, nextseq) and not (kinds >> K_KEEPALIVE) & 1:
-            kind = K_RETRANS
+        if (ln > 0 or (fl & (SYN | FIN))) and not (kinds >> K_KEEPALIVE) & 1:
+            behind = seen and _lt(sq, nextseq)
+            if ln > 1 and ((nextseq - 1) & 0xFFFFFFFF) == sq:
+                behind = False  # new data right after a zero-window probe's byte
+            kind = 0
             since_ack = now - st[s, r + D_LASTACK_NS]
             ooo = st[s, S_FIRST_RTT] if st[s, S_FIRST_RTT] else OOO_DEFAULT_NS
-            if st[s, r + D_DUPACKS] >= 2 and st[s, r + D_LASTACK] == sq and since_ack < FAST_RETRANS_NS:
-                kind = K_FAST
-            elif now - st[s, f + D_NEXTSEQ_NS] < ooo and nextseq != ((sq + ln + (1 if fl & (SYN | FIN) else 0)) & 0xFFFFFFFF):
-                kind = K_OOO
-            elif ln > 0 and st[s, r + D_LASTACK] != 0 and not _gt((sq + ln) & 0xFFFFFFFF, st[s, r + D_LASTACK]):
+            lastack_r = st[s, r + D_LASTACK]
+            if ln > 0 and lastack_r != 0 and not _gt((sq + ln) & 0xFFFFFFFF, lastack_r):
                 kind = K_SPURIOUS
-            kinds |= 1 << kind
-            n = _emit(ev, n, fr, c, d, kind, now - st[s, f + D_NEXTSEQ_NS], st[s, f + D_NEXTSEQ_FRAME], ln, sq)
+            elif behind and st[s, r + D_DUPACKS] >= 2 and lastack_r == sq and since_ack < FAST_RETRANS_NS:
+                kind = K_FAST
+            elif behind and now - st[s, f + D_NEXTSEQ_NS] < ooo and \
+                    nextseq != ((sq + ln + (1 if fl & (SYN | FIN) else 0)) & 0xFFFFFFFF):
+                kind = K_OOO
+            elif behind:
+                kind = K_RETRANS
+            if kind:
+                kinds |= 1 << kind
+                n = _emit(ev, n, fr, c, d, kind, now - st[s, f + D_NEXTSEQ_NS], st[s, f + D_NEXTSEQ_FRAME], ln, sq)
         for k in (K_ZWP, K_ZERO_WIN, K_LOST, K_KEEPALIVE, K_WIN_UPDATE, K_WIN_FULL, K_KEEPALIVE_ACK, K_ZWP_ACK,
                   K_ACK_LOST):
             if (kinds >> k) & 1:
@@ -180,16 +184,16 @@ def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st
         # update this direction
         nxt = (sq + ln + (1 if fl & (SYN | FIN) else 0)) & 0xFFFFFFFF
         zwp = (kinds >> K_ZWP) & 1
-        if (not seen or _gt(nxt, nextseq)) and not zwp:
+        if (nextseq == 0 or _gt(nxt, nextseq)) and not zwp:
             st[s, f + D_NEXTSEQ] = nxt
             st[s, f + D_NEXTSEQ_NS] = now
             st[s, f + D_NEXTSEQ_FRAME] = fr
-        if (not seen or sq == st[s, f + D_MAXTOACK] or st[s, f + D_MAXTOACK] == 0) and not zwp:
+        if (sq == st[s, f + D_MAXTOACK] or st[s, f + D_MAXTOACK] == 0) and not zwp:
             st[s, f + D_MAXTOACK] = st[s, f + D_NEXTSEQ]
         st[s, f + D_SEEN] = 1
         st[s, f + D_WINDOW] = w
         st[s, f + D_WIN_SYN] = 1 if fl & SYN else 0
-        st[s, f + D_LASTACK] = ak if fl & ACK else st[s, f + D_LASTACK]
+        st[s, f + D_LASTACK] = ak
         st[s, f + D_LASTACK_NS] = now
         st[s, f + D_LASTKINDS] = kinds
     return n

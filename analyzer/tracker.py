@@ -139,6 +139,7 @@ class Tracker:
         if len(gone):
             self._drain(gone)
             self.flows.release(gone.astype(np.int64))
+            self.seq_st[gone, sequence.S_CONN] = sequence.UNSET
 
     def _drain(self, slots: npt.NDArray[np.intp]) -> None:
         j = 0
