@@ -16,7 +16,7 @@ from .layout import HIST_MAX, ROW
 from .model import CaptureError, CaptureFacts, Notice
 from .report import Report
 from .sequence import EV_NAMES, EVENT_NAMES
-from .tracker import CT_NAMES, Params, Tracker
+from .tracker import CT_NAMES, SG_NAMES, Params, Tracker
 
 DEFAULT_BATCH = 1 << 16
 
@@ -24,12 +24,17 @@ Progress = Callable[[int], None]
 
 
 def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *, params: Params | None = None,
-            batch_frames: int = DEFAULT_BATCH, progress: Progress | None = None) -> Report:
-    """Analyse one capture (or several, read in order as one) and return the Report."""
+            batch_frames: int = DEFAULT_BATCH, progress: Progress | None = None,
+            keep_segments: bool = False) -> Report:
+    """Analyse one capture (or several, read in order as one) and return the Report.
+
+    keep_segments also keeps every segment (Report.packets), which the HTML report draws; memory then grows
+    with the capture's length.
+    """
     paths = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     params = params or Params()
     decoder = Decoder(checksums=params.checksums)
-    tracker = Tracker(params)
+    tracker = Tracker(params, keep_segments=keep_segments)
     facts: CaptureFacts | None = None
     segments = 0
     for path in paths:
@@ -85,8 +90,9 @@ def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skip
     events["kind"] = pd.Categorical.from_codes(events.pop("kind").to_numpy(), categories=list(EVENT_NAMES)) \
         if len(events) else pd.Series([], dtype="object")
     control = _table(tracker.control, CT_NAMES, uid_of)
+    packets = _table(tracker.segment_rows, SG_NAMES, uid_of) if tracker.keep_segments else pd.DataFrame()
     return Report(capture=facts, connections=conns, transitions=transitions, skipped=skipped, segments=segments,
-                  events=events, control=control)
+                  events=events, control=control, packets=packets)
 
 
 def _table(parts: list[np.ndarray], names: list[str], uid_of: pd.Series) -> pd.DataFrame:

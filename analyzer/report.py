@@ -29,6 +29,7 @@ class Report:
     segments: int = 0
     events: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-segment analysis flags (sequence.py)
     control: pd.DataFrame = field(default_factory=pd.DataFrame)  # every SYN, FIN and RST segment
+    packets: pd.DataFrame = field(default_factory=pd.DataFrame)  # every segment, when analyze(keep_segments=True)
 
     def connection(self, uid: str) -> pd.Series:
         """One connection's row by uid."""

@@ -27,6 +27,12 @@ TR_ROWS, DONE_ROWS = 1 << 16, 1 << 13
 CT_CONN, CT_DIR, CT_FRAME, CT_NS, CT_FLAGS, CT_SEQ, CT_ACK, CT_LEN, CT_WIN, CT_TSVAL, CT_CSUM = range(11)
 CT_WIDTH = 11
 CT_NAMES = ["conn", "dir", "frame", "ts_ns", "flags", "seq", "ack", "len", "win", "tsval", "csum_ok"]
+# Columns of the optional every-segment table (Tracker(keep_segments=True)).
+SG_NAMES = ["conn", "dir", "frame", "ts_ns", "flags", "seq", "ack", "len", "win", "mss", "wscale", "sack_perm",
+            "tsval", "tsecr", "sack_count", "sack_left0", "sack_right0"]
+(SG_CONN, SG_DIR, SG_FRAME, SG_NS, SG_FLAGS, SG_SEQ, SG_ACK, SG_LEN, SG_WIN, SG_MSS, SG_WSCALE, SG_SACK_PERM,
+ SG_TSVAL, SG_TSECR, SG_SACK_COUNT, SG_SACK_LEFT0, SG_SACK_RIGHT0) = range(len(SG_NAMES))
+SG_WIDTH = len(SG_NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +53,7 @@ class Params:
 class Tracker:
     """Flow table, engine state and the collected results of one analysis."""
 
-    def __init__(self, params: Params | None = None) -> None:
+    def __init__(self, params: Params | None = None, keep_segments: bool = False) -> None:
         self.params = params or Params()
         self.pvec = self.params.vector()
         self.flows = FlowTable()
@@ -67,6 +73,8 @@ class Tracker:
         self.seq_st = sequence.new_state(self.flows.capacity)
         self.seq_events: list[npt.NDArray[np.int64]] = []  # sequence.EV_* rows
         self.control: list[npt.NDArray[np.int64]] = []  # CT_* rows: every SYN, FIN and RST segment
+        self.keep_segments = keep_segments  # every segment's SG_* row, for the HTML report's ladders
+        self.segment_rows: list[npt.NDArray[np.int64]] = []
 
     def feed(self, seg: SegmentTable) -> None:
         """Run one batch of segments through the engine."""
@@ -102,6 +110,17 @@ class Tracker:
         if k:
             self.seq_events.append(ev[:k].copy())
         ctl = np.flatnonzero(seg.flags & 0x07)
+        if self.keep_segments:
+            sg = np.empty((n, SG_WIDTH), np.int64)
+            sg[:, SG_CONN], sg[:, SG_DIR], sg[:, SG_FRAME], sg[:, SG_NS] = self.seg_conn, self.seg_dir, seg.frame, seg.ts_ns
+            sg[:, SG_FLAGS], sg[:, SG_SEQ], sg[:, SG_ACK] = seg.flags, seg.seq, seg.ack
+            sg[:, SG_LEN], sg[:, SG_WIN] = seg.payload_len, seg.win
+            sg[:, SG_MSS], sg[:, SG_WSCALE] = seg.mss, seg.wscale
+            sg[:, SG_SACK_PERM], sg[:, SG_TSVAL] = seg.sack_perm, np.where(seg.has_ts, seg.ts_val.astype(np.int64), -1)
+            sg[:, SG_TSECR] = np.where(seg.has_ts, seg.ts_ecr.astype(np.int64), -1)
+            sg[:, SG_SACK_COUNT] = seg.sack_count
+            sg[:, SG_SACK_LEFT0], sg[:, SG_SACK_RIGHT0] = seg.sack_left[:, 0], seg.sack_right[:, 0]
+            self.segment_rows.append(sg)
         if len(ctl):
             rows = np.empty((len(ctl), CT_WIDTH), np.int64)
             rows[:, CT_CONN], rows[:, CT_DIR] = self.seg_conn[ctl], self.seg_dir[ctl]
