@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from . import writers
+from . import detectors, writers
 from .model import CaptureError
 from .pipeline import DEFAULT_BATCH, analyze
 from .report import Report
@@ -47,15 +47,41 @@ def parse_instant(text: str, first_ns: int) -> int:
     return int(when.timestamp() * 1e9)
 
 
-def _run(paths: list[str], params: Params, batch_frames: int, quiet: bool) -> Report:
+def _run(paths: list[str], params: Params, batch_frames: int, quiet: bool, **kw: Any) -> Report:
     total = sum(os.path.getsize(p) for p in paths if p != "-" and os.path.isfile(p))
     if quiet or total < PROGRESS_MIN_BYTES or not err.is_terminal:
-        return analyze(paths, params=params, batch_frames=batch_frames)
+        return analyze(paths, params=params, batch_frames=batch_frames, **kw)
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TimeRemainingColumn(), console=err, transient=True) as bar:
         task = bar.add_task("analysing", total=total)
         return analyze(paths, params=params, batch_frames=batch_frames,
-                       progress=lambda n: bar.advance(task, n))
+                       progress=lambda n: bar.advance(task, n), **kw)
+
+
+def _list_detectors(value: bool) -> None:
+    """--list-detectors: every finding kind with its severity and what it means, then exit."""
+    if not value:
+        return
+    from rich.table import Table
+
+    table = Table(title="Finding kinds (tcpa analyze --detectors KIND,KIND...)", header_style="bold")
+    for col in ("kind", "severity", "title", "matches"):
+        table.add_column(col)
+    for k in sorted(detectors.all_kinds().values(), key=lambda k: k.id):
+        table.add_row(k.id, k.severity, k.title, k.matches)
+    Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160).print(table)
+    raise typer.Exit(0)
+
+
+def _kinds(text: Optional[str]) -> Optional[list[str]]:
+    """--detectors: a comma-separated list of finding kinds, checked against the registry."""
+    if not text:
+        return None
+    wanted = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = sorted(set(wanted) - set(detectors.all_kinds()))
+    if unknown:
+        raise CaptureError(f"--detectors: unknown kind {', '.join(unknown)} (see --list-detectors)")
+    return wanted
 
 
 @app.command("analyze")
@@ -73,8 +99,13 @@ def analyze_cmd(
     batch_frames: Annotated[int, typer.Option("--batch-frames", help="frames decoded per batch (memory/speed trade-off)")] = DEFAULT_BATCH,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback on errors")] = False,
+    fail_on: Annotated[Optional[str], typer.Option("--fail-on", help="exit 1 when a finding at or above this severity exists: info, notice, warning or error")] = None,
+    kinds: Annotated[Optional[str], typer.Option("--detectors", help="run only these finding kinds (comma-separated; see --list-detectors)")] = None,
+    ephemeral_ports: Annotated[int, typer.Option("--ephemeral-ports", help="size of the clients' ephemeral port range (Linux default 32768-60999: 28232)")] = 28232,
+    html: Annotated[Optional[str], typer.Option("--html", help="also write the HTML session timeline report here")] = None,
+    list_detectors: Annotated[bool, typer.Option("--list-detectors", is_eager=True, callback=_list_detectors, help="list the finding kinds and exit")] = False,
 ) -> None:
-    """Analyse captures: the connection table, both endpoints' states, and the end-of-capture socket counts."""
+    """Analyse captures: connections, both endpoints' states, findings, and the end-of-capture socket counts."""
     try:
         if fmt not in writers.FORMATS:
             raise CaptureError(f"--format {fmt}: choose one of {', '.join(writers.FORMATS)}")
@@ -82,8 +113,15 @@ def analyze_cmd(
             raise CaptureError("--batch-frames must be at least 1")
         if output and output != "-" and os.path.exists(output) and not force:
             raise writers.OutputExists(f"{output}: exists; use --force to overwrite it")
+        if fail_on is not None and fail_on not in detectors.SEVERITIES:
+            raise CaptureError(f"--fail-on {fail_on}: choose one of {', '.join(detectors.SEVERITIES)}")
+        for extra in (html,):
+            if extra and os.path.exists(extra) and not force:
+                raise writers.OutputExists(f"{extra}: exists; use --force to overwrite it")
         params = Params(time_wait=time_wait, fin_timeout=fin_timeout, idle_timeout=idle_timeout, checksums=checksums)
-        report = _run(captures, params, batch_frames, quiet)
+        settings = detectors.Settings(time_wait=time_wait, ephemeral_ports=ephemeral_ports)
+        report = _run(captures, params, batch_frames, quiet, settings=settings, only=_kinds(kinds),
+                      keep_segments=html is not None)
         at_ns = parse_instant(at, report.capture.first_ns) if at else None
         if fmt == "table":
             console = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -96,10 +134,15 @@ def analyze_cmd(
                 render(report, console, limit, at_ns)
         else:
             writers.write(report, fmt, output or "-", force)
+        if html:
+            from .html import write_html
+            write_html(report, html, force)
     except CaptureError as exc:
         fail(exc, debug)
     except (OSError, ValueError, MemoryError) as exc:
         fail(exc, debug)
+    if fail_on is not None and detectors.worst(report.findings, fail_on):
+        raise typer.Exit(1)
 
 
 def fail(exc: BaseException, debug: bool) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from . import detectors
 from .capture import open_capture
 from .connections import connections_frame, transitions_frame
 from .decode import SUPPORTED_LINKTYPES, Decoder
@@ -25,7 +26,8 @@ Progress = Callable[[int], None]
 
 def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *, params: Params | None = None,
             batch_frames: int = DEFAULT_BATCH, progress: Progress | None = None,
-            keep_segments: bool = False) -> Report:
+            keep_segments: bool = False, detect: bool = True, settings: detectors.Settings | None = None,
+            only: Iterable[str] | None = None) -> Report:
     """Analyse one capture (or several, read in order as one) and return the Report.
 
     keep_segments also keeps every segment (Report.packets), which the HTML report draws; memory then grows
@@ -51,7 +53,21 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
     tracker.finish()
     decoder.finish()
     facts.notices.extend(decoder.notices)
-    return build_report(facts, tracker, decoder.tunnels, decoder.skipped, segments)
+    report = build_report(facts, tracker, decoder.tunnels, decoder.skipped, segments)
+    if detect:
+        report.findings = detectors.run(report, settings, only)
+        _summarise_findings(report)
+    return report
+
+
+def _summarise_findings(report: Report) -> None:
+    """Per connection: the kinds found on it and the worst severity (so CSV and Parquet rows carry them)."""
+    f = report.findings[report.findings["uid"] != ""]
+    conns = report.connections
+    kinds = f.groupby("uid")["kind"].agg(lambda k: ";".join(sorted(set(k))))
+    worst = f.assign(rank=f["severity"].map(detectors.RANK)).groupby("uid")["rank"].max()
+    conns["findings"] = conns["uid"].map(kinds).fillna("")
+    conns["worst_severity"] = conns["uid"].map(worst).map(dict(enumerate(detectors.SEVERITIES))).fillna("")
 
 
 def _merge(acc: CaptureFacts | None, facts: CaptureFacts) -> CaptureFacts:

@@ -47,9 +47,9 @@ DW = 16
 S_CONN, S_FIRST_RTT, S_SYN_NS = 2 * DW, 2 * DW + 1, 2 * DW + 2
 WIDTH = 2 * DW + 3
 # Event columns.
-EV_FRAME, EV_CONN, EV_DIR, EV_KIND, EV_VALUE, EV_REF, EV_LEN, EV_SEQ = range(8)
-EV_WIDTH = 8
-EV_NAMES = ["frame", "conn", "dir", "kind", "value", "ref_frame", "len", "seq"]
+EV_FRAME, EV_CONN, EV_DIR, EV_KIND, EV_VALUE, EV_REF, EV_LEN, EV_SEQ, EV_NS = range(9)
+EV_WIDTH = 9
+EV_NAMES = ["frame", "conn", "dir", "kind", "value", "ref_frame", "len", "seq", "ts_ns"]
 MAX_EVENTS_PER_SEGMENT = 12  # every kind a single segment can carry at once, at most
 UNSET = -1
 
@@ -81,8 +81,9 @@ def _reset(st, s, conn) -> None:  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _emit(ev, n, frame, conn, d, kind, value, ref, ln, sq) -> int:  # type: ignore[no-untyped-def]
+def _emit(ev, n, frame, conn, d, kind, value, ref, ln, sq, now) -> int:  # type: ignore[no-untyped-def]
     if n < ev.shape[0]:
+        ev[n, EV_NS] = now
         ev[n, EV_FRAME], ev[n, EV_CONN], ev[n, EV_DIR] = frame, conn, d
         ev[n, EV_KIND], ev[n, EV_VALUE], ev[n, EV_REF] = kind, value, ref
         ev[n, EV_LEN], ev[n, EV_SEQ] = ln, sq
@@ -143,7 +144,7 @@ def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st
             elif same and w != 0 and w == st[s, f + D_WINDOW]:
                 kinds |= 1 << K_DUPACK
                 st[s, f + D_DUPACKS] += 1
-                n = _emit(ev, n, fr, c, d, K_DUPACK, st[s, f + D_DUPACKS], st[s, f + D_LASTNONDUP], ln, sq)
+                n = _emit(ev, n, fr, c, d, K_DUPACK, st[s, f + D_DUPACKS], st[s, f + D_LASTNONDUP], ln, sq, now)
         # finished_fwd: a new ack number resets the duplicate-ACK count
         if ak != st[s, f + D_LASTACK]:
             st[s, f + D_LASTNONDUP] = fr
@@ -171,14 +172,14 @@ def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st
                 kind = K_RETRANS
             if kind:
                 kinds |= 1 << kind
-                n = _emit(ev, n, fr, c, d, kind, now - st[s, f + D_NEXTSEQ_NS], st[s, f + D_NEXTSEQ_FRAME], ln, sq)
+                n = _emit(ev, n, fr, c, d, kind, now - st[s, f + D_NEXTSEQ_NS], st[s, f + D_NEXTSEQ_FRAME], ln, sq, now)
         for k in (K_ZWP, K_ZERO_WIN, K_LOST, K_KEEPALIVE, K_WIN_UPDATE, K_WIN_FULL, K_KEEPALIVE_ACK, K_ZWP_ACK,
                   K_ACK_LOST):
             if (kinds >> k) & 1:
-                n = _emit(ev, n, fr, c, d, k, 0, 0, ln, sq)
+                n = _emit(ev, n, fr, c, d, k, 0, 0, ln, sq, now)
         if ln > 0 and st[s, r + D_FIN_NS] != 0 and st[s, f + D_DATA_AFTER_FIN] == 0 and not (fl & RST):
             st[s, f + D_DATA_AFTER_FIN] = 1
-            n = _emit(ev, n, fr, c, d, K_DATA_AFTER_FIN, ln, 0, ln, sq)
+            n = _emit(ev, n, fr, c, d, K_DATA_AFTER_FIN, ln, 0, ln, sq, now)
         if fl & FIN and st[s, f + D_FIN_NS] == 0:
             st[s, f + D_FIN_NS] = now
         # update this direction

@@ -68,10 +68,48 @@ def state_table(states: pd.DataFrame, title: str) -> Table:
     return table
 
 
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "notice": "cyan", "info": "dim"}
+EXAMPLES = 3
+
+
+def findings_table(findings: pd.DataFrame) -> Table:
+    """Findings grouped by kind, worst kinds first: count, severity, and the first examples with evidence."""
+    table = Table(title=f"Findings ({len(findings)})", header_style="bold", show_lines=True)
+    for col in ("severity", "kind", "count", "examples (frames)"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("severity", "kind"))
+    rank = {"info": 0, "notice": 1, "warning": 2, "error": 3}
+    groups = findings.assign(_r=findings["severity"].map(rank)).groupby("kind", sort=False)
+    order = sorted(groups, key=lambda kv: (-kv[1]["_r"].max(), kv[0]))
+    for kind, g in order:
+        g = g.sort_values("_r", ascending=False, kind="stable")
+        sev = str(g["severity"].iloc[0])
+        lines = []
+        for f in g.head(EXAMPLES).itertuples():
+            frames = ", ".join(map(str, list(f.frames)[:8])) + (" ..." if len(f.frames) > 8 else "")
+            lines.append(f"{escape(f.summary)} [dim]({frames})[/]")
+        if len(g) > EXAMPLES:
+            lines.append(f"[dim]... and {len(g) - EXAMPLES} more[/]")
+        table.add_row(f"[{SEVERITY_STYLE[sev]}]{sev}[/]", escape(str(kind)), str(len(g)), "\n".join(lines))
+    return table
+
+
+def explain(findings: pd.DataFrame, console: Console) -> None:
+    """For each warning or error kind present: what it means, likely causes and the remedy."""
+    bad = findings[findings["severity"].isin(["warning", "error"])].drop_duplicates("kind")
+    for f in bad.itertuples():
+        console.print(f"[bold]{escape(f.title)}[/] [dim]({escape(f.kind)})[/]\n  {escape(f.explanation)}\n"
+                      f"  [bold]Likely causes:[/] {escape(f.causes)}\n  [bold]Fix:[/] {escape(f.remedy)}")
+
+
 def render(report: Report, console: Console, limit: int, at_ns: int | None) -> None:
     """Everything the `analyze` command prints in table format."""
     summary(report, console)
     console.print(connection_table(report.connections, limit))
+    if len(report.findings):
+        console.print(findings_table(report.findings))
+        explain(report.findings, console)
+    else:
+        console.print("No findings.")
     when = "end of capture" if at_ns is None else _when(at_ns)
     states = report.states_at(at_ns)
     if states.empty:

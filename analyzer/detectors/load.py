@@ -1,0 +1,93 @@
+"""Connection churn: TIME_WAIT piling up on a client and the ephemeral-port budget it eats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from . import Context, Finding, Kind, declare, detector, endpoint, evidence
+
+NS = 1e9
+
+declare(
+    Kind("time_wait_accumulation", "notice", "TIME_WAIT piling up",
+         "One host closes many short connections to the same server ip:port actively, so each of its sockets "
+         "sits in TIME_WAIT for 2 MSL (60 s on Linux, fixed). The count shown is the most that were held at "
+         "once. Each one keeps its local port out of use toward that server.",
+         "Short-lived connections (one request each, no HTTP keep-alive or connection pooling), the client "
+         "closing first.",
+         "Reuse connections (keep-alive, pools); let the server close first where the protocol allows; enable "
+         "net.ipv4.tcp_tw_reuse on clients; widen ip_local_port_range. Do not use tcp_tw_recycle (removed in "
+         "Linux 4.12; it broke clients behind NAT)."),
+    Kind("port_exhaustion_risk", "warning", "Ephemeral ports running out",
+         "A client opens connections to one server ip:port faster than TIME_WAIT frees its local ports: with "
+         "the default range 32768-60999 (28 232 ports) and 60 s of TIME_WAIT, about 470 new connections per "
+         "second is the ceiling. Past it connect() fails with EADDRNOTAVAIL, 'Cannot assign requested "
+         "address' (errno 99).",
+         "A high rate of short connections from one client address to one server ip:port: load tests, "
+         "proxies and services without connection reuse.",
+         "Reuse connections (keep-alive, pools); slow the rate; widen net.ipv4.ip_local_port_range; enable "
+         "tcp_tw_reuse; spread the load over more server ports or client addresses."),
+)
+
+
+def _peak(starts: npt.NDArray[np.int64], length: int) -> tuple[int, int]:
+    """Most intervals [start, start + length) open at once, and when that peak began."""
+    ends = starts + length
+    times = np.concatenate([starts, ends])
+    steps = np.concatenate([np.ones(len(starts), np.int64), -np.ones(len(ends), np.int64)])
+    order = np.lexsort((steps, times))  # at equal times an end is processed before a start
+    level = np.cumsum(steps[order])
+    i = int(np.argmax(level))
+    return int(level[i]), int(times[order][i])
+
+
+@detector("time_wait_accumulation")
+def time_wait_accumulation(ctx: Context) -> Iterator[Finding]:
+    """Sockets one host held in TIME_WAIT at once toward one server ip:port."""
+    tr = ctx.report.transitions
+    tw = tr[tr["to_state"] == "TIME_WAIT"]
+    if tw.empty:
+        return
+    tw = tw.join(ctx.conns[["orig_h", "resp_h", "resp_p", "orig_p"]], on="uid")
+    tw = tw.assign(host=tw["orig_h"].where(tw["endpoint"] == "orig", tw["resp_h"]))
+    length = int(ctx.settings.time_wait * NS)
+    for (host, server, port), g in tw.groupby(["host", "resp_h", "resp_p"], sort=False):
+        peak, at = _peak(g["ts_ns"].to_numpy(np.int64), length)
+        if peak < ctx.settings.time_wait_min:
+            continue
+        side = "client" if (g["endpoint"] == "orig").all() else "host"
+        yield Finding("time_wait_accumulation", f"{side} {host} held up to {peak} sockets in TIME_WAIT toward "
+                      f"{endpoint(server, port)} ({len(g)} active closes in all)", evidence(g["frame"]),
+                      at / NS, host=host, port=int(port))
+
+
+@detector("port_exhaustion_risk")
+def port_exhaustion(ctx: Context) -> Iterator[Finding]:
+    """New connections per client address and server ip:port against ports / TIME_WAIT."""
+    c = ctx.report.connections
+    s = ctx.settings
+    starts = c[c["started"] == "syn"]
+    limit = s.ephemeral_ports / s.time_wait
+    length = int(s.time_wait * NS)
+    for (client, server, port), g in starts.groupby(["orig_h", "resp_h", "resp_p"], sort=False):
+        if len(g) < 2:
+            continue
+        t = np.sort(g["first_ns"].to_numpy(np.int64))
+        span = (t[-1] - t[0]) / NS
+        in_window = int(np.max(np.searchsorted(t, t + length) - np.arange(len(t))))
+        rate = (len(t) - 1) / span if span > 0 else float("inf")
+        # Over a capture shorter than TIME_WAIT, project the observed rate over a whole TIME_WAIT.
+        projected = in_window if span >= s.time_wait else min(rate * s.time_wait, float(s.ephemeral_ports) * 10)
+        share = projected / s.ephemeral_ports
+        if share < s.exhaustion_warn or len(t) < 50:
+            continue
+        severity = "error" if share >= 0.9 else "warning"
+        left = (s.ephemeral_ports - in_window) / rate if rate > limit and rate != float("inf") else None
+        yield Finding("port_exhaustion_risk", f"{client} -> {endpoint(server, port)}: {len(t)} new connections at "
+                      f"{rate:.0f}/s (ceiling about {limit:.0f}/s for {s.ephemeral_ports} ports and "
+                      f"{s.time_wait:.0f} s TIME_WAIT): {share:.0%} of the port range in use"
+                      + (f"; exhausted in about {left:.0f} s at this rate" if left else ""),
+                      evidence(g["first_frame"]), t[0] / NS, severity=severity, host=client, port=int(port))
