@@ -38,8 +38,9 @@ sysdeps:
 	fi
 
 run: $(STAMP) $(NUMBA_STAMP)
-	$(BIN)/tcpa analyze $(CAPTURE) --force --format json -o reports/showcase.json
-	$(BIN)/tcpa analyze $(CAPTURE)
+	@mkdir -p reports
+	$(BIN)/tcpa analyze $(CAPTURE) --force --format json -o reports/showcase.json --html reports/showcase.html
+	$(BIN)/tcpa analyze $(CAPTURE) --limit 20
 
 test: sysdeps $(STAMP) $(NUMBA_STAMP)
 	$(BIN)/python -m pytest -q

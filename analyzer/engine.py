@@ -151,7 +151,11 @@ def is_reuse(st, s, snd, flags, seq, ns, params) -> bool:  # type: ignore[no-unt
         return True
     gone_at = zeek_close_time(st, s)
     if gone_at != NONE and ns > gone_at:
-        return True
+        # A retransmission of this side's own FIN still belongs to the old connection (LAST_ACK or
+        # FIN_WAIT_1 resending); Zeek would open a new one here.
+        fin_again = (flags & FIN) != 0 and (flags & SYN) == 0 and st[s, ep(snd) + E_FIN_SEQ] == seq
+        if not fin_again:
+            return True
     if zeek_attempt_over(st, s, ns):
         # Zeek's tcp_attempt_delay: an attempt still unanswered 5 s after its SYN is removed. A retransmission
         # of the same SYN still belongs to the attempt in tcpa (Zeek would log it as a new connection).
@@ -192,8 +196,9 @@ def count(st, s, snd, i, flags, seq, payload_len, ip_len, ns, frame, mss, wscale
             st[s, b + E_SEQ_HI] = pos
             st[s, b + E_SEQ_REF] = pos
         if st[s, b + E_ISN] == NONE:
-            st[s, b + E_SYN_NS] = ns
             st[s, b + E_SYN_FRAME] = frame
+        if st[s, b + E_ISN] == NONE or st[s, b + E_ISN] == seq:
+            st[s, b + E_SYN_NS] = ns  # the latest try: a retransmitted SYN keeps the attempt alive
         st[s, b + E_ISN] = seq
         st[s, b + E_MSS] = mss[i]
         st[s, b + E_WSCALE] = wscale[i]

@@ -28,6 +28,7 @@ from .report import Report
 from .writers import atomic_output
 
 HEAD, TAIL = 300, 100  # segments embedded per connection, besides those with events or transitions
+STATE_ROWS = 100  # rows of the end-of-capture socket table (the busiest host/service pairs first)
 
 LINKTYPES = {0: "BSD loopback", 1: "Ethernet", 12: "raw IP", 14: "raw IP", 101: "raw IP", 108: "OpenBSD loopback",
              113: "Linux cooked (SLL)", 228: "raw IPv4", 229: "raw IPv6", 276: "Linux cooked v2 (SLL2)"}
@@ -114,42 +115,50 @@ def _segments(report: Report, index: dict[int, int], base_ns: dict[int, int]) ->
     cum_len = np.cumsum(length)
     ts = pk["ts_ns"].to_numpy(np.int64)
 
-    cols = {c: pk[c].to_numpy() for c in ("mss", "wscale", "sack_perm", "tsval", "tsecr", "sack_count",
-                                          "sack_left0", "sack_right0", "win", "frame")}
+    cols = {c: pk[c].tolist() for c in ("mss", "wscale", "sack_perm", "tsval", "tsecr", "sack_count", "sack_left0",
+                                        "sack_right0", "win", "frame")}
+    conn_l, orig_l, flags_l, rank_l = conn.tolist(), isorig.tolist(), flags.tolist(), rank.tolist()
+    rseq_l, rack_l, len_l, ts_l, cum_l = rseq.tolist(), rack.tolist(), length.tolist(), ts.tolist(), cum_len.tolist()
+    peer_l = np.nan_to_num(peer_isn, nan=0.0).astype(np.int64).tolist()
     last_kept = -1
     prev_conn = -1
+    rows: list[list[Any]] = []
     for i in np.flatnonzero(keep).tolist():
-        c = int(conn[i])
+        c = conn_l[i]
         if c not in index:
             continue
         if c != prev_conn:
-            prev_conn, last_kept = c, i - int(rank[i]) - 1
+            if rows:
+                out[str(index[prev_conn])] = rows
+            prev_conn, last_kept, rows = c, i - rank_l[i] - 1, []
         x: dict[str, Any] = {}
-        if flags[i] & 2:
+        fl = flags_l[i]
+        if fl & 2:
             if cols["mss"][i] >= 0:
-                x["mss"] = int(cols["mss"][i])
+                x["mss"] = cols["mss"][i]
             if cols["wscale"][i] >= 0:
-                x["ws"] = int(cols["wscale"][i])
+                x["ws"] = cols["wscale"][i]
             if cols["sack_perm"][i]:
                 x["sp"] = 1
-        if cols["tsval"][i] >= 0 and flags[i] & 2:
-            x["ts"] = [int(cols["tsval"][i]), int(cols["tsecr"][i])]
+            if cols["tsval"][i] >= 0:
+                x["ts"] = [cols["tsval"][i], cols["tsecr"][i]]
         if cols["sack_count"][i] > 0:
             # SACK edges are relative to the sequence space the ACK speaks of (the peer's).
-            isn = 0 if np.isnan(peer_isn[i]) else int(peer_isn[i])
-            left = int(_signed32(np.int64(int(cols["sack_left0"][i]) - isn)))
-            right = int(_signed32(np.int64(int(cols["sack_right0"][i]) - isn)))
-            x["sack"] = [left, right, int(cols["sack_count"][i])]
+            left = (cols["sack_left0"][i] - peer_l[i] + 2**31) % 2**32 - 2**31
+            right = (cols["sack_right0"][i] - peer_l[i] + 2**31) % 2**32 - 2**31
+            x["sack"] = [left, right, cols["sack_count"][i]]
         if i - last_kept > 1:  # segments left out just before this one
             gap_from = last_kept + 1
-            gap_bytes = int(cum_len[i - 1] - (cum_len[gap_from - 1] if gap_from > 0 else 0))
-            x["gap"] = [i - last_kept - 1, gap_bytes, int((ts[i - 1] - ts[gap_from]) // 1000)]
+            gap_bytes = cum_l[i - 1] - (cum_l[gap_from - 1] if gap_from > 0 else 0)
+            x["gap"] = [i - last_kept - 1, gap_bytes, (ts_l[i - 1] - ts_l[gap_from]) // 1000]
         last_kept = i
-        row = [int(cols["frame"][i]), int((ts[i] - base_ns[c]) // 1000), 0 if isorig[i] else 1, int(flags[i]),
-               int(rseq[i]), int(rack[i]), int(length[i]), int(cols["win"][i])]
+        row = [cols["frame"][i], (ts_l[i] - base_ns[c]) // 1000, 0 if orig_l[i] else 1, fl, rseq_l[i], rack_l[i],
+               len_l[i], cols["win"][i]]
         if x:
             row.append(x)
-        out.setdefault(str(index[c]), []).append(row)
+        rows.append(row)
+    if rows:
+        out[str(index[prev_conn])] = rows
     return out
 
 
@@ -163,55 +172,114 @@ def _finding_time(value: Any) -> int | None:
     return None
 
 
+class Strings:
+    """A string table: repeated text (states, kinds, explanations) travels once and is referred to by index."""
+
+    def __init__(self) -> None:
+        self.table: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def __call__(self, text: Any) -> int | None:
+        if text is None:
+            return None
+        key = str(text)
+        n = self._index.get(key)
+        if n is None:
+            n = self._index[key] = len(self.table)
+            self.table.append(key)
+        return n
+
+
+def _column(series: pd.Series) -> list[Any]:
+    """A column as plain Python values, missing ones as None."""
+    return [_plain(v) for v in series.astype(object).where(series.notna(), None).tolist()]
+
+
+def _findings(report: Report, strings: Strings, uid_index: dict[str, int], frame_conn: dict[int, int],
+              frame_ns: dict[int, int], t_base: int) -> dict[str, Any]:
+    """Findings as columns; text columns through the string table, plus the connections each one concerns."""
+    table = report.findings
+    if table is None or table.empty:
+        return {"fields": [], "interned": [], "rows": []}
+    fields = list(table.columns)
+    cols: dict[str, list[Any]] = {}
+    interned = []
+    for name in fields:
+        values = _column(table[name])
+        if name != "frames" and all(v is None or isinstance(v, str) for v in values):
+            values = [strings(v) for v in values]
+            interned.append(name)
+        cols[name] = values
+    stamps = table["ts"].tolist() if "ts" in table else [None] * len(table)
+    frames = [[int(x) for x in (v if isinstance(v, list) else []) if isinstance(x, (int, float))]
+              for v in cols.get("frames", [[]] * len(table))]
+    uids = table["uid"].astype(object).where(table["uid"].notna(), "").tolist() if "uid" in table else [""] * len(table)
+    conns, times = [], []
+    for n, (uid, fr) in enumerate(zip(uids, frames)):
+        own = uid_index.get(str(uid))
+        # A host-level finding (no uid) concerns the connections its frames belong to.
+        related = [own] if own is not None else sorted({frame_conn[f] for f in fr if f in frame_conn})
+        conns.append(related)
+        when = _finding_time(stamps[n])
+        if when is None and fr and fr[0] in frame_ns:
+            when = frame_ns[fr[0]]
+        times.append(None if when is None else (when - t_base) // 1000)
+    cols["frames"] = frames
+    fields += ["conns", "t"]
+    cols["conns"], cols["t"] = conns, times
+    return {"fields": fields, "interned": interned, "rows": [list(r) for r in zip(*(cols[f] for f in fields))]}
+
+
+INTERNED = {"conn_state", "close", "history", "orig_state", "resp_state", "active_closer", "reset_by", "started"}
+
+
 def build_data(report: Report) -> dict[str, Any]:
-    """Everything the page's script draws, as plain JSON-ready data."""
+    """Everything the page's script draws, as plain JSON-ready data (strings marked `S` index `strings`)."""
     facts = report.capture
     t_base = facts.first_ns
+    strings = Strings()
     conns = report.connections.sort_values(["first_ns", "uid"], kind="stable").reset_index(drop=True)
     index = {int(c): i for i, c in enumerate(conns["conn"].tolist())}
     uid_index = {u: i for i, u in enumerate(conns["uid"].tolist())}
     base_ns = dict(zip(conns["conn"].astype(int).tolist(), conns["first_ns"].astype(int).tolist()))
     table = conns.assign(t0=(conns["first_ns"] - t_base) // 1000, t1=(conns["last_ns"] - t_base) // 1000)
-    rows = [[_plain(v) for v in row] for row in table.reindex(columns=CONN_FIELDS).itertuples(index=False)]
+    columns = []
+    for name in CONN_FIELDS:
+        values = _column(table[name]) if name in table else [None] * len(table)
+        columns.append([strings(v) for v in values] if name in INTERNED else values)
+    rows = [list(r) for r in zip(*columns)]
 
     transitions: dict[str, list[list[Any]]] = {}
     tr = report.transitions.sort_values(["conn", "ts_ns", "frame"], kind="stable")
-    for c, ep, frm, to, ev, frame in zip(tr["conn"], tr["endpoint"], tr["from_state"], tr["to_state"],
-                                         tr["event"], tr["frame"]):
-        if int(c) in index:
-            transitions.setdefault(str(index[int(c)]), []).append(
-                [int(frame), 0 if ep == "orig" else 1, str(frm), str(to), str(ev)])
+    for c, ep, frm, to, ev, frame in zip(*(tr[k].tolist() for k in ("conn", "endpoint", "from_state", "to_state",
+                                                                     "event", "frame"))):
+        if c in index:
+            transitions.setdefault(str(index[c]), []).append(
+                [frame, 0 if ep == "orig" else 1, strings(frm), strings(to), strings(ev)])
 
     events: dict[str, list[list[Any]]] = {}
     if not report.events.empty:
         ev_df = report.events.sort_values(["conn", "frame"], kind="stable")
-        for c, frame, d, kind, value, ref in zip(ev_df["conn"], ev_df["frame"], ev_df["dir"], ev_df["kind"],
-                                                 ev_df["value"], ev_df["ref_frame"]):
-            if int(c) in index:
-                events.setdefault(str(index[int(c)]), []).append(
-                    [int(frame), 0 if d == "orig" else 1, str(kind), _plain(value), _plain(ref)])
+        for c, frame, d, kind, value, ref in zip(*(ev_df[k].tolist() for k in ("conn", "frame", "dir", "kind", "value",
+                                                                               "ref_frame"))):
+            if c in index:
+                events.setdefault(str(index[c]), []).append(
+                    [frame, 0 if d == "orig" else 1, strings(kind), _plain(value), _plain(ref)])
 
-    frame_ns: dict[int, int] = {}
-    findings = []
     pk = report.packets
-    for rec in _records(report.findings):
-        f = {k: _plain(v) for k, v in rec.items()}
-        frames = [int(x) for x in (f.get("frames") or []) if isinstance(x, (int, float))]
-        f["frames"] = frames
-        f["conn"] = uid_index.get(str(f.get("uid") or ""), -1)
-        when = _finding_time(rec.get("ts"))
-        if when is None and frames and pk is not None and not pk.empty:
-            if not frame_ns:
-                frame_ns = dict(zip(pk["frame"].tolist(), pk["ts_ns"].tolist()))
-            when = frame_ns.get(frames[0])
-        f["t"] = None if when is None else (when - t_base) // 1000
-        findings.append(f)
-
+    frame_conn: dict[int, int] = {}
+    frame_ns: dict[int, int] = {}
+    if pk is not None and not pk.empty and report.findings is not None and not report.findings.empty:
+        frames, owners, stamps = pk["frame"].tolist(), pk["conn"].tolist(), pk["ts_ns"].tolist()
+        frame_conn = {f: index[c] for f, c in zip(frames, owners) if c in index}
+        frame_ns = dict(zip(frames, stamps))
+    findings = _findings(report, strings, uid_index, frame_conn, frame_ns, t_base)
     embedded = _segments(report, index, base_ns)
     return {
         "capture": {"source": facts.source, "first_ns": t_base, "span_us": (facts.last_ns - t_base) // 1000},
-        "conn_fields": CONN_FIELDS, "seg_fields": SEG_FIELDS, "conns": rows, "segments": embedded,
-        "transitions": transitions, "events": events, "findings": findings, "caps": [HEAD, TAIL],
+        "conn_fields": CONN_FIELDS, "interned": sorted(INTERNED), "seg_fields": SEG_FIELDS, "conns": rows,
+        "segments": embedded, "transitions": transitions, "events": events, "findings": findings,
+        "caps": [HEAD, TAIL], "strings": strings.table,
     }
 
 
@@ -256,19 +324,24 @@ def _overview(report: Report) -> dict[str, Any]:
         "n_conns": len(conns),
         "by_close": Counter(conns["close"].astype(str)).most_common() if len(conns) else [],
         "by_state": Counter(conns["conn_state"].astype(str)).most_common() if len(conns) else [],
-        "states_cols": state_cols, "states": [(r["host"], r["role"], r["service"], [int(r[c]) for c in state_cols])
-                                              for r in _records(states)],
+        "states_cols": state_cols,
+        "states": [(r["host"], r["role"], r["service"], [int(r[c]) for c in state_cols])
+                   for r in _records(states.head(STATE_ROWS))],
+        "states_more": max(len(states) - STATE_ROWS, 0),
+        "states_sum": [int(states[c].sum()) for c in state_cols],
         "severities": severities, "by_kind": by_kind, "n_findings": len(findings),
     }
 
 
 def render_html(report: Report) -> str:
     """The whole report page as one self-contained HTML string."""
+    from . import __version__
+
     template = _env.get_template("report.html.j2")
     return template.render(
         o=_overview(report), data=safe_json(build_data(report)),
         script=Markup(_asset("report.js")), style=Markup(_asset("report.css")),
-        version=__import__("analyzer").__version__,
+        version=__version__,
     )
 
 

@@ -43,6 +43,9 @@ def atomic_output(path: str, force: bool, binary: bool = False) -> Iterator[IO[A
     if not target.parent.exists():
         raise CaptureError(f"{path}: directory {target.parent} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
     try:
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as fh:
             yield fh

@@ -276,7 +276,7 @@ def zeek_close_time(st, s) -> int:  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def zeek_attempt_over(st, s, now) -> bool:  # type: ignore[no-untyped-def]
-    """Zeek's AttemptTimer: 5 s after the first SYN, an attempt the responder never answered is removed."""
+    """Zeek's AttemptTimer: 5 s after the SYN (its latest retransmission in tcpa), an unanswered attempt ends."""
     zo = EP0 if st[s, C_ZFLIP] == 0 else EP1
     zr = EP1 if zo == EP0 else EP0
     syn_ns = st[s, zo + E_SYN_NS]

@@ -202,7 +202,7 @@ def normal_close() -> tuple[Conn, dict[str, Any]]:
 
 
 def three_packet_close() -> tuple[Conn, dict[str, Any]]:
-    c = conn().handshake(T0).exchange(T0 + 20 * MS)
+    c = conn(cport=40001).handshake(T0).exchange(T0 + 20 * MS)
     t = T0 + 100 * MS
     c.seg(t, "c", FIN | ACK).seg(t + 5 * MS, "s", FIN | ACK).seg(t + 10 * MS, "c", ACK)
     return c, expect(c, conn_state="SF", history="ShADadFf", orig_pkts=6, resp_pkts=4, close="three_packet",
@@ -224,7 +224,7 @@ def simultaneous_open() -> tuple[Conn, dict[str, Any]]:
 
 
 def simultaneous_close() -> tuple[Conn, dict[str, Any]]:
-    c = conn().handshake(T0).exchange(T0 + 20 * MS)
+    c = conn(cport=40002).handshake(T0).exchange(T0 + 20 * MS)
     t = T0 + 100 * MS
     fc, fs = c.c.seq, c.s.seq
     c.seg(t, "c", FIN | ACK, ack=fs).seg(t + 1 * MS, "s", FIN | ACK, ack=fc)
@@ -346,6 +346,248 @@ def ipv6() -> tuple[Conn, dict[str, Any]]:
     return c, expect(c, history="ShADadFf", **FOUR_WAY)
 
 
+# --- detector scenarios: each makes one diagnosis fire (or is its near miss) ------------------------------------
+def syn_retransmit_3s() -> list[Conn]:
+    """An old stack: the SYN is lost twice, retried after 3 s and 6 s, then answered."""
+    c = conn(cport=47000)
+    c.seg(T0, "c", SYN, opts=tcp_options(), advance=False).seg(T0 + 3 * S, "c", SYN, opts=tcp_options(), advance=False)
+    c.seg(T0 + 9 * S, "c", SYN, opts=tcp_options())
+    c.seg(T0 + 9 * S + 5 * MS, "s", SYN | ACK, opts=tcp_options()).seg(T0 + 9 * S + 10 * MS, "c", ACK)
+    return [c]
+
+
+def rst_no_half_close() -> list[Conn]:
+    """Near miss for rst_after_half_close: an RST in the middle of an open connection, no FIN before it."""
+    c = conn(cport=47100).handshake(T0).exchange(T0 + 20 * MS)
+    c.seg(T0 + 100 * MS, "c", RST | ACK)
+    return [c]
+
+
+def nat_timestamps() -> list[Conn]:
+    """Two hosts behind one NAT address (1000 Hz and 250 Hz clocks) to one server with tcp_tw_recycle:
+    SYNs whose TSval is below the last one seen from the address go unanswered."""
+    conns = []
+    clocks = [Side("192.0.2.10", 0, 0, ts=900_000_000, ts_hz=1000), Side("192.0.2.10", 0, 0, ts=5_000, ts_hz=250)]
+    for i in range(8):
+        host = clocks[i % 2]
+        t = T0 + i * 2 * S
+        c = Conn(Side("192.0.2.10", 50000 + i, 10_000 * (i + 1), ts=host.ts, ts_hz=host.ts_hz),
+                 Side(SERVER, 80, 7_000 * (i + 1), ts=123_456), ts_opts=True)
+        if i % 2 == 0:  # the fast clock's SYNs are answered; the slow clock's are dropped by the server
+            c.handshake(t)
+            c.exchange(t + 20 * MS)
+            c.seg(t + 1 * S, "c", FIN | ACK).seg(t + 1 * S + 5 * MS, "s", FIN | ACK).seg(t + 1 * S + 10 * MS, "c", ACK)
+        else:
+            ts = (c.c.tsval(t), 0)
+            c.seg(t, "c", SYN, opts=tcp_options(ts=ts), advance=False)
+            c.seg(t + 1 * S, "c", SYN, opts=tcp_options(ts=(c.c.tsval(t + S), 0)))
+        conns.append(c)
+    return conns
+
+
+def monotonic_timestamps() -> list[Conn]:
+    """Near miss for timestamp_regression: one host, one clock, TSval rising across its connections."""
+    conns = []
+    for i in range(4):
+        t = T0 + i * S
+        c = Conn(Side("192.0.2.20", 51000 + i, 20_000 * (i + 1), ts=1_000_000, ts_hz=1000),
+                 Side(SERVER, 80, 9_000 * (i + 1), ts=55_555), ts_opts=True)
+        c.handshake(t).exchange(t + 20 * MS)
+        c.seg(t + 100 * MS, "c", FIN | ACK).seg(t + 105 * MS, "s", FIN | ACK).seg(t + 110 * MS, "c", ACK)
+        conns.append(c)
+    return conns
+
+
+def port_churn() -> list[Conn]:
+    """6000 short connections in 10 s from one client to one server port: 600/s, above the ~470/s that
+    28 232 ports and 60 s of TIME_WAIT allow."""
+    conns = []
+    for i in range(6000):
+        t = T0 + i * 1_666_667
+        c = conn(cport=32768 + i % 28232, sport=8080, cisn=1000 + i * 7919, sisn=5000 + i * 104729)
+        c.handshake(t, rtt=200_000)
+        c.seg(t + 300_000, "c", FIN | ACK).seg(t + 400_000, "s", FIN | ACK).seg(t + 500_000, "c", ACK)
+        conns.append(c)
+    return conns
+
+
+def syn_flood() -> list[Conn]:
+    """150 spoofed sources each send one SYN to port 443; the server answers every one, nobody completes."""
+    conns = []
+    for i in range(150):
+        t = T0 + i * 2 * MS
+        c = conn(client=f"198.51.{100 + i // 200}.{1 + i % 200}", cport=1024 + i * 13, sport=443, cisn=i * 99991,
+                 sisn=i * 7777)
+        c.seg(t, "c", SYN, opts=tcp_options()).seg(t + 1 * MS, "s", SYN | ACK, opts=tcp_options())
+        conns.append(c)
+    return conns
+
+
+def half_open() -> list[Conn]:
+    """The server vanishes mid-transfer: the client retransmits the same data with backoff, no answer."""
+    c = conn(cport=47200).handshake(T0).exchange(T0 + 20 * MS)
+    t = T0 + 100 * MS
+    seq = c.c.seq
+    c.seg(t, "c", PSH | ACK, b"z" * 500)
+    for k, delay in enumerate((0.2, 0.6, 1.4, 3.0)):
+        c.seg(t + int(delay * S), "c", PSH | ACK, b"z" * 500, seq=seq)
+    return [c]
+
+
+def recovered_loss() -> list[Conn]:
+    """Near miss for half_open, and the Wireshark kinds: one segment lost, three duplicate ACKs, a fast
+    retransmission, recovery; then a segment arriving out of order."""
+    c = conn(cport=47300).handshake(T0)
+    t = T0 + 20 * MS
+    base = c.c.seq
+    c.seg(t, "c", ACK, b"a" * 1000)                     # 1: lost on the way (captured before the loss)
+    c.seg(t + 1 * MS, "c", ACK, b"b" * 1000)
+    c.seg(t + 2 * MS, "c", ACK, b"c" * 1000)
+    c.seg(t + 3 * MS, "c", ACK, b"d" * 1000)
+    c.seg(t + 11 * MS, "s", ACK, ack=base)                # dup ACKs for the missing first segment
+    c.seg(t + 12 * MS, "s", ACK, ack=base)
+    c.seg(t + 13 * MS, "s", ACK, ack=base)
+    c.seg(t + 14 * MS, "s", ACK, ack=base)
+    c.seg(t + 15 * MS, "c", ACK, b"a" * 1000, seq=base)   # fast retransmission
+    c.seg(t + 25 * MS, "s", ACK)
+    # out of order: the next two segments swap places within a millisecond
+    second = c.c.seq + 500
+    c.seg(t + 40 * MS, "c", ACK, b"f" * 500, seq=second, advance=False)
+    c.seg(t + 40 * MS + 300_000, "c", ACK, b"e" * 500, advance=False)
+    c.c.seq += 1000
+    c.seg(t + 50 * MS, "s", ACK)
+    c.seg(t + 100 * MS, "c", FIN | ACK).seg(t + 105 * MS, "s", FIN | ACK).seg(t + 110 * MS, "c", ACK)
+    return [c]
+
+
+def capture_gap() -> list[Conn]:
+    """A segment missing from the capture (never retransmitted, yet acknowledged), then a needless resend of
+    data already acknowledged (spurious), and a pure window update."""
+    c = conn(cport=47400).handshake(T0)
+    t = T0 + 20 * MS
+    c.seg(t, "c", ACK, b"a" * 1000)
+    c.c.seq += 1000                                      # this segment was not captured
+    c.seg(t + 1 * MS, "c", ACK, b"c" * 1000)
+    c.seg(t + 10 * MS, "s", ACK)                          # acknowledges all three
+    c.seg(t + 300 * MS, "c", ACK, b"c" * 1000, seq=c.c.seq - 1000)  # spurious: already acknowledged
+    c.seg(t + 310 * MS, "s", ACK, win=65000)              # window update
+    c.seg(t + 400 * MS, "c", FIN | ACK).seg(t + 405 * MS, "s", FIN | ACK).seg(t + 410 * MS, "c", ACK)
+    return [c]
+
+
+def mss_blackhole() -> list[Conn]:
+    """Small requests and ACKs pass; the first full-size (1460-byte) response segment is resent again and
+    again: a path MTU below 1500 with ICMP blocked."""
+    c = conn(cport=47500).handshake(T0)
+    t = T0 + 20 * MS
+    c.seg(t, "c", PSH | ACK, b"GET / HTTP/1.1\r\n\r\n").seg(t + 5 * MS, "s", ACK)
+    c.seg(t + 6 * MS, "s", PSH | ACK, b"h" * 200).seg(t + 16 * MS, "c", ACK)
+    seq = c.s.seq
+    c.seg(t + 20 * MS, "s", ACK, b"x" * 1460)
+    for delay in (0.25, 0.75, 1.75, 3.75):
+        c.seg(t + 20 * MS + int(delay * S), "s", ACK, b"x" * 1460, seq=seq)
+    c.seg(t + 4 * S, "c", PSH | ACK, b"ping")             # the client is alive and still talking
+    c.seg(t + 4 * S + 5 * MS, "s", ACK, seq=seq + 1460, advance=False)
+    return [c]
+
+
+def zero_window_probes() -> list[Conn]:
+    """The receiver's window closes; the sender probes with one byte (the classic form) and gets ACKs that
+    keep the window at 0, until the receiver reads and opens it."""
+    c = conn(cport=47600).handshake(T0)
+    t = T0 + 20 * MS
+    c.seg(t, "c", ACK, b"d" * 1000).seg(t + 5 * MS, "s", ACK, win=0)
+    for k in range(3):
+        probe_t = t + (k + 1) * 500 * MS
+        c.seg(probe_t, "c", ACK, b"p", advance=False)
+        c.seg(probe_t + 5 * MS, "s", ACK, win=0)
+    c.seg(t + 2 * S, "s", ACK, win=64240)                 # window opens: a window update
+    c.seg(t + 2 * S + 5 * MS, "c", ACK, b"d" * 1000).seg(t + 2 * S + 10 * MS, "s", ACK)
+    return [c]
+
+
+def fin_wait_2() -> list[Conn]:
+    """The server acknowledges the client's FIN and never closes; 20 s later other traffic still flows."""
+    a = conn(cport=47700).handshake(T0).exchange(T0 + 20 * MS)
+    a.seg(T0 + 100 * MS, "c", FIN | ACK).seg(T0 + 105 * MS, "s", ACK)
+    b = conn(cport=47701).handshake(T0 + 20 * S)
+    return [a, b]
+
+
+def last_ack() -> list[Conn]:
+    """The client closes and vanishes: the server's FIN is never acknowledged and is retransmitted."""
+    c = conn(cport=47800).handshake(T0).exchange(T0 + 20 * MS)
+    c.seg(T0 + 100 * MS, "c", FIN | ACK).seg(T0 + 105 * MS, "s", ACK)
+    fin_seq = c.s.seq
+    c.seg(T0 + 150 * MS, "s", FIN | ACK)
+    for delay in (0.4, 1.2, 2.8, 6.0):
+        c.seg(T0 + 150 * MS + int(delay * S), "s", FIN | ACK, seq=fin_seq, advance=False)
+    return [c]
+
+
+DETECTOR_SCENARIOS: list[tuple[str, str, Callable[[], list[Conn]]]] = [
+    ("syn_retransmit_3s", "a SYN lost twice by an old stack: retries after 3 s and 6 s, then answered", syn_retransmit_3s),
+    ("rst_no_half_close", "an RST in the middle of an open connection, with no FIN before it", rst_no_half_close),
+    ("nat_timestamps", "two hosts behind one NAT address, 1000 Hz and 250 Hz timestamp clocks; the server drops "
+     "the SYNs whose TSval went backwards (tcp_tw_recycle)", nat_timestamps),
+    ("monotonic_timestamps", "one client, one timestamp clock, TSval rising across connections", monotonic_timestamps),
+    ("port_churn", "6000 short connections in 10 s from one client to one server port", port_churn),
+    ("syn_flood", "150 sources send one SYN each to port 443; none completes the handshake", syn_flood),
+    ("half_open", "the server vanishes mid-transfer; the client retransmits with backoff", half_open),
+    ("recovered_loss", "one lost segment, duplicate ACKs, fast retransmission, recovery, then reordering", recovered_loss),
+    ("capture_gap", "a segment missing from the capture, a spurious retransmission, a window update", capture_gap),
+    ("mss_blackhole", "full-size segments resent again and again while small ones pass", mss_blackhole),
+    ("zero_window_probes", "a closed receive window probed with one-byte probes until it opens", zero_window_probes),
+    ("fin_wait_2", "the server never closes after acknowledging the client's FIN", fin_wait_2),
+    ("last_ack", "the client vanishes after its FIN; the server's FIN is retransmitted unanswered", last_ack),
+]
+
+
+def linux_lost_syn() -> list[Conn]:
+    """A modern Linux client: the SYN is lost once and retried after 1 s."""
+    c = conn(client="10.0.0.5", cport=48000)
+    c.seg(T0, "c", SYN, opts=tcp_options(), advance=False).seg(T0 + 1 * S, "c", SYN, opts=tcp_options())
+    c.seg(T0 + 1 * S + 4 * MS, "s", SYN | ACK, opts=tcp_options()).seg(T0 + 1 * S + 8 * MS, "c", ACK)
+    c.exchange(T0 + 1 * S + 20 * MS)
+    c.seg(T0 + 2 * S, "c", FIN | ACK).seg(T0 + 2 * S + 4 * MS, "s", FIN | ACK).seg(T0 + 2 * S + 8 * MS, "c", ACK)
+    return [c]
+
+
+def time_wait_pile(n: int = 150) -> list[Conn]:
+    """A client making one short request per connection to an API port, closing each itself."""
+    conns = []
+    for i in range(n):
+        t = T0 + i * 20 * MS
+        c = conn(client="10.0.0.7", cport=40000 + i, sport=8080, cisn=3000 + i * 7919, sisn=9000 + i * 104729)
+        c.handshake(t, rtt=1 * MS).exchange(t + 2 * MS, request=80, response=300, rtt=1 * MS)
+        c.seg(t + 5 * MS, "c", FIN | ACK).seg(t + 6 * MS, "s", FIN | ACK).seg(t + 7 * MS, "c", ACK)
+        conns.append(c)
+    return conns
+
+
+def showcase(out: Path) -> None:
+    """pcaps/showcase.pcapng: the seed documents' scenarios side by side, on two interfaces, for `make run`."""
+    parts: list[tuple[int, list[Conn]]] = [
+        (0, linux_lost_syn()), (1 * S, syn_retransmit_3s()), (2 * S, nat_timestamps()),
+        (3 * S, [three_packet_close()[0]]), (4 * S, rst_each_state()[0][3:5]), (5 * S, fin_wait_2()),
+        (6 * S, time_wait_pile()), (7 * S, [normal_close()[0]]), (8 * S, half_open()),
+        (9 * S, zero_window_probes()), (10 * S, [simultaneous_close()[0]]),
+    ]
+    frames: list[tuple[int, int, bytes]] = []
+    conns: list[tuple[int, Conn]] = []
+    for shift, group in parts:
+        for c in group:
+            iface = 1 if c.c.addr.startswith("192.0.2.") else 0  # the NAT'd clients arrive on the second interface
+            frames += [(t + shift, iface, ethernet(p) if iface == 0 else p) for t, p in c.packets]
+            conns.append((c.packets[0][0] + shift, c))
+    write_pcapng(out / "showcase.pcapng", [(1, "eth0", 6), (101, "nat0", 9)], frames,
+                 comment="tcpa showcase: lost SYNs (1 s and 3 s), clients behind NAT, three-packet close, RST after "
+                         "half-close, CLOSE_WAIT, TIME_WAIT pile-up, a vanished peer, a zero window")
+    conns.sort(key=lambda tc: tc[0])
+    _expect(out, "showcase", "the seed scenarios side by side: lost SYNs, NAT timestamps, three-packet close, "
+            "RST after half-close, CLOSE_WAIT, TIME_WAIT pile-up, half-open, zero window", [expect(c) for _, c in conns])
+
+
 # --- the files --------------------------------------------------------------------------------------------
 def _save(out: Path, name: str, description: str, conns: list[Conn], exps: list[dict[str, Any]],
           frames: list[tuple[int, bytes]] | None = None, linktype: int = 1, notices: list[str] | None = None,
@@ -406,6 +648,12 @@ def build(out: Path) -> None:
                  comment="two interfaces: Ethernet (microseconds) and raw IP (nanoseconds)")
     _expect(out, "two_interfaces", "pcapng with an Ethernet interface in microseconds and a raw-IP interface "
             "in nanoseconds", [ea, eb])
+
+    for name, description, make in DETECTOR_SCENARIOS:
+        conns = make()
+        _save(out, name, description, conns, [expect(c) for c in sorted(conns, key=lambda c: c.packets[0][0])])
+
+    showcase(out)
 
     # A capture killed mid-write: the last record is cut in half.
     c, e = normal_close()

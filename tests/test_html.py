@@ -35,7 +35,7 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 def _csum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF
@@ -137,7 +137,7 @@ def hostile_report() -> analyzer.Report:
     r = analyzer.analyze(str(PCAPS / "normal_close.pcap"), keep_segments=True)
     r.capture.comments = [SCRIPT_TAG, ATTR_BREAK]
     r.capture.interfaces[0].name = ATTR_BREAK
-    row = dict.fromkeys(FINDING_COLUMNS, "")
+    row: dict[str, Any] = dict.fromkeys(FINDING_COLUMNS, "")
     row.update(kind="x</script><script>alert(1)</script>", severity="warning", uid="C000000", frames=[1, 3],
                summary=SCRIPT_TAG, explanation=ATTR_BREAK, causes=[SCRIPT_TAG], remedy="&amp; <b>")
     r.findings = pd.DataFrame([row], columns=FINDING_COLUMNS)
@@ -149,12 +149,16 @@ def test_render_html_escapes_capture_text() -> None:
     assert page.count("<script") == 2 and page.count("</script>") == 2  # the JSON block and the page's script
     assert "<img" not in page and "<b>" not in page
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in page  # the overview's escaped text
-    block = re.search(r'<script type="application/json" id="tcpa-data">(.*?)</script>', page, re.S)
+    block = re.search(r'<script type="application/json" id="tcpa-data">(.*?)</script>', page, re.DOTALL)
     assert block is not None
     assert not re.search(r"[<>&]", block.group(1))
     data = json.loads(block.group(1))
-    assert data["findings"][0]["summary"] == SCRIPT_TAG
-    assert data["findings"][0]["kind"] == "x</script><script>alert(1)</script>"
+    found = data["findings"]
+    row = dict(zip(found["fields"], found["rows"][0]))
+    text = {k: data["strings"][row[k]] for k in found["interned"]}
+    assert text["summary"] == SCRIPT_TAG and text["explanation"] == ATTR_BREAK
+    assert text["kind"] == "x</script><script>alert(1)</script>"
+    assert row["conns"] == [0] and row["frames"] == [1, 3]
 
 
 def test_write_html_refuses_to_clobber(tmp_path: Path) -> None:
@@ -197,7 +201,7 @@ class Page:
             "#ladder g.seg", "els => els.map(e => [e.dataset.flags, e.getAttribute('class')])")]
 
     def states(self, side: str) -> list[str]:
-        return self.page.eval_on_selector_all(f"#ladder text.state.{side}", "els => els.map(e => e.textContent)")
+        return list(self.page.eval_on_selector_all(f"#ladder text.state.{side}", "els => els.map(e => e.textContent)"))
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +226,7 @@ def open_report(browser: Any, report: analyzer.Report, path: Path) -> Iterator[P
     page.on("pageerror", lambda e: opened.errors.append(str(e)))
     page.on("request", lambda r: opened.requests.append(r.url))
     page.goto(url)
-    page.wait_for_function("window.__tcpaReady === true")
+    page.wait_for_function("() => window.__tcpaReady === true")
     opened.seconds = time.perf_counter() - start
     try:
         yield opened
@@ -261,20 +265,20 @@ def test_rst_each_state_filters_and_ladder(rst_each_state: Page) -> None:
     p = rst_each_state
     assert p.shown() == 6
     p.page.fill("#f-text", "41003")
-    p.page.wait_for_function("document.querySelector('#shown-count').dataset.shown === '1'")
+    p.page.wait_for_function("() => document.querySelector('#shown-count').dataset.shown === '1'")
     p.click_connection("C000002")  # reset by the server once established
     ladder = p.ladder()
     assert [f for f, _ in ladder[:3]] == ["S", "S.", "."]
     assert "R" in ladder[-1][0] and "rst" in ladder[-1][1]
     assert p.states("resp")[-1] == "CLOSED" and "ESTABLISHED" in p.states("orig")
     p.page.fill("#f-text", "80")
-    p.page.wait_for_function("document.querySelector('#shown-count').dataset.shown === '6'")
+    p.page.wait_for_function("() => document.querySelector('#shown-count').dataset.shown === '6'")
     p.page.select_option("#f-outcome", "close:reset")
     assert p.shown() == 5
     p.page.select_option("#f-outcome", "state:REJ")
     assert p.shown() == 1
     p.page.fill("#f-text", "10.0.0.99")
-    p.page.wait_for_function("document.querySelector('#shown-count').dataset.shown === '0'")
+    p.page.wait_for_function("() => document.querySelector('#shown-count').dataset.shown === '0'")
     p.clean()
 
 
@@ -315,11 +319,11 @@ def test_20k_connections_open_and_stay_interactive(browser: Any, big_capture: Pa
         assert p.shown() == 20_001
         assert p.page.evaluate("document.querySelectorAll('#timeline-section *').length") < 100  # one canvas
         p.page.fill("#f-text", "443")
-        p.page.wait_for_function("document.querySelector('#shown-count').dataset.shown !== '20001'")
+        p.page.wait_for_function("() => document.querySelector('#shown-count').dataset.shown !== '20001'")
         assert p.shown() == sum(1 for i in range(20_000) if i % 3 == 1)
         # The long transfer: its segments are capped, runs of plain data folded, the retransmission kept.
         p.page.fill("#f-text", str(BULK_PORT))
-        p.page.wait_for_function("document.querySelector('#shown-count').dataset.shown === '1'")
+        p.page.wait_for_function("() => document.querySelector('#shown-count').dataset.shown === '1'")
         uid = r.connections.loc[r.connections["orig_p"] == BULK_PORT, "uid"].iloc[0]
         p.click_connection(uid)
         assert p.page.is_visible("#d-omitted")

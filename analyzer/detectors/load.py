@@ -10,6 +10,7 @@ import numpy.typing as npt
 from . import Context, Finding, Kind, declare, detector, endpoint, evidence
 
 NS = 1e9
+SUSTAINED_S = 5.0  # a connection rate must hold this long before it is projected over TIME_WAIT
 
 declare(
     Kind("time_wait_accumulation", "notice", "TIME_WAIT piling up",
@@ -79,15 +80,18 @@ def port_exhaustion(ctx: Context) -> Iterator[Finding]:
         span = (t[-1] - t[0]) / NS
         in_window = int(np.max(np.searchsorted(t, t + length) - np.arange(len(t))))
         rate = (len(t) - 1) / span if span > 0 else float("inf")
-        # Over a capture shorter than TIME_WAIT, project the observed rate over a whole TIME_WAIT.
-        projected = in_window if span >= s.time_wait else min(rate * s.time_wait, float(s.ephemeral_ports) * 10)
+        # Over a capture shorter than TIME_WAIT, project the rate over a whole TIME_WAIT, but only a rate held
+        # for SUSTAINED_S: a short burst uses few ports however fast it is.
+        projected = float(in_window)
+        if span < s.time_wait and span >= SUSTAINED_S:
+            projected = max(projected, min(rate * s.time_wait, float(s.ephemeral_ports) * 10))
         share = projected / s.ephemeral_ports
-        if share < s.exhaustion_warn or len(t) < 50:
+        if share < s.exhaustion_warn:
             continue
         severity = "error" if share >= 0.9 else "warning"
         left = (s.ephemeral_ports - in_window) / rate if rate > limit and rate != float("inf") else None
         yield Finding("port_exhaustion_risk", f"{client} -> {endpoint(server, port)}: {len(t)} new connections at "
                       f"{rate:.0f}/s (ceiling about {limit:.0f}/s for {s.ephemeral_ports} ports and "
-                      f"{s.time_wait:.0f} s TIME_WAIT): {share:.0%} of the port range in use"
+                      f"{s.time_wait:.0f} s TIME_WAIT): TIME_WAIT alone would hold {share:.0%} of the port range"
                       + (f"; exhausted in about {left:.0f} s at this rate" if left else ""),
                       evidence(g["first_frame"]), t[0] / NS, severity=severity, host=client, port=int(port))

@@ -2,6 +2,7 @@
    Capture strings only ever reach the page through textContent / attribute setters, never as markup. */
 (function () {
   "use strict";
+  const started = performance.now();
   const D = JSON.parse(document.getElementById("tcpa-data").textContent);
   const SVGNS = "http://www.w3.org/2000/svg";
   const FIN = 1, SYN = 2, RST = 4, PSH = 8, ACK = 16, URG = 32, ECE = 64, CWR = 128;
@@ -11,7 +12,18 @@
   const SEV = { error: "#d64541", warning: "#b7791f", notice: "#1f6feb", info: "#667085" };
 
   const F = {}; D.conn_fields.forEach((n, i) => { F[n] = i; });
-  const conns = D.conns, N = conns.length;
+  const conns = D.conns, N = conns.length, S = D.strings;
+  // Repeated text travels once, in D.strings; put the strings back where their indexes stand.
+  const unintern = (v) => (v === null || v === undefined ? v : S[v]);
+  const internedCols = D.interned.map((n) => F[n]);
+  for (const row of conns) for (const k of internedCols) row[k] = unintern(row[k]);
+  for (const k in D.transitions) for (const t of D.transitions[k]) { t[2] = S[t[2]]; t[3] = S[t[3]]; t[4] = S[t[4]]; }
+  for (const k in D.events) for (const e of D.events[k]) e[2] = S[e[2]];
+  const findings = D.findings.rows.map((r) => {
+    const f = {};
+    D.findings.fields.forEach((n, k) => { f[n] = D.findings.interned.indexOf(n) >= 0 ? unintern(r[k]) : r[k]; });
+    return f;
+  });
   const col = (i, name) => conns[i][F[name]];
 
   /* ---------- small helpers ---------- */
@@ -57,9 +69,10 @@
 
   /* ---------- per-connection indexes ---------- */
   const findingsOf = new Map();
-  D.findings.forEach((f) => {
-    if (f.conn >= 0) { if (!findingsOf.has(f.conn)) findingsOf.set(f.conn, []); findingsOf.get(f.conn).push(f); }
-  });
+  findings.forEach((f) => f.conns.forEach((c) => {
+    if (!findingsOf.has(c)) findingsOf.set(c, []);
+    findingsOf.get(c).push(f);
+  }));
   const eventKinds = new Map();
   for (const k in D.events) eventKinds.set(+k, new Set(D.events[k].map((e) => e[2])));
   const searchText = new Array(N);
@@ -82,7 +95,7 @@
   addOptions(fOutcome, "Zeek conn_state", "state:", distinct("conn_state"));
   addOptions(fOutcome, "client end state", "orig:", distinct("orig_state"));
   addOptions(fOutcome, "server end state", "resp:", distinct("resp_state"));
-  addOptions(fFinding, "findings", "f:", Array.from(new Set(D.findings.filter((f) => f.conn >= 0).map((f) => String(f.kind)))).sort());
+  addOptions(fFinding, "findings", "f:", Array.from(new Set(findings.filter((f) => f.conns.length).map((f) => String(f.kind)))).sort());
   const allEvents = new Set(); eventKinds.forEach((s) => s.forEach((k) => allEvents.add(k)));
   addOptions(fFinding, "segment events", "e:", Array.from(allEvents).sort());
 
@@ -232,16 +245,16 @@
   if (flist) {
     const LIMIT = 1000, t = el("table", { class: "flist" });
     const rank = { error: 0, warning: 1, notice: 2, info: 3 };
-    const sorted = D.findings.slice().sort((a, b) => (rank[a.severity] ?? 9) - (rank[b.severity] ?? 9));
+    const sorted = findings.slice().sort((a, b) => (rank[a.severity] ?? 9) - (rank[b.severity] ?? 9));
     sorted.slice(0, LIMIT).forEach((f) => {
-      const tr = el("tr", f.conn >= 0 ? { class: "link" } : {});
+      const tr = el("tr", f.conns.length ? { class: "link", title: "open " + (f.conns.length > 1 ? "the first of " + f.conns.length + " connections" : "the connection") } : {});
       tr.appendChild(el("td", { class: "sev-" + f.severity }, f.severity));
       tr.appendChild(el("td", {}, f.kind));
-      const where = f.conn >= 0 ? f.uid : [f.host, f.port].filter((v) => v !== null && v !== "").join(":");
+      const where = f.uid ? f.uid : [f.host, f.port].filter((v) => v !== null && v !== undefined && v !== "").join(":");
       tr.appendChild(el("td", {}, where));
       const s = el("td", {}, f.summary || ""); if (f.explanation) s.title = String(f.explanation);
       tr.appendChild(s);
-      if (f.conn >= 0) tr.addEventListener("click", () => openConn(f.conn));
+      if (f.conns.length) tr.addEventListener("click", () => openConn(f.conns[0]));
       t.appendChild(tr);
     });
     flist.appendChild(t);
@@ -366,8 +379,13 @@
       const lbl = sv("text", { x: (LL + LR) / 2, y: y + 2, "text-anchor": "middle", class: "lbl" }, parts.join(" "));
       g.appendChild(lbl);
       (trAt.get(s[0]) || []).forEach((t, n) => {
-        g.appendChild(sv("text", t[1] ? { x: LR + 8, y: y + 12 + 11 * n, class: "state resp" }
-          : { x: LL - 8, y: y + 12 + 11 * n, "text-anchor": "end", class: "state orig" }, t[3]));
+        const ly = (t[1] === s[2] ? y + 4 : y2 + 4) + 11 * n;  // the sender changes as it sends, the receiver on arrival
+        const label = sv("text", t[1] ? { x: LR + 8, y: ly, class: "state resp" }
+          : { x: LL - 8, y: ly, "text-anchor": "end", class: "state orig" }, t[3]);
+        const hover = sv("g");  // the title sits beside the text so the label's textContent stays the state
+        hover.appendChild(sv("title", {}, (t[1] ? "server " : "client ") + t[2] + " \u2192 " + t[3] + " on " + t[4]));
+        hover.appendChild(label);
+        g.appendChild(hover);
       });
       let ey = y + 6;
       evs.forEach((e) => {
@@ -391,13 +409,16 @@
     const peer = d ? "orig" : "resp", me = d ? "resp" : "orig";
     const scale = col(i, peer + "_wscale") !== null && col(i, me + "_wscale") !== null ? col(i, peer + "_wscale") : 0;
     const data = [], acks = [], wins = [], sacks = [];
+    let broken = false;  // segments left out before this one: the ACK and window lines restart after the gap
     segs.forEach((s) => {
+      if (s[8] && s[8].gap) broken = true;
       if (s[2] === d) {
         const n = s[6] + ((s[3] & (SYN | FIN)) ? 1 : 0);
         if (n > 0) data.push([s[1], s[4], s[4] + n, retx.has(s[0])]);
       } else if (s[3] & ACK) {
-        acks.push([s[1], s[5]]);
-        wins.push([s[1], s[5] + s[7] * Math.pow(2, (s[3] & SYN) ? 0 : scale)]);
+        acks.push([s[1], s[5], broken]);
+        wins.push([s[1], s[5] + s[7] * Math.pow(2, (s[3] & SYN) ? 0 : scale), broken]);
+        broken = false;
         if (s[8] && s[8].sack) sacks.push([s[1], s[8].sack[0], s[8].sack[1]]);
       }
     });
@@ -433,7 +454,9 @@
     const step = (pts, colour, cls) => {
       if (!pts.length) return;
       let p = "M" + X(pts[0][0]) + "," + Y(pts[0][1]);
-      for (let k = 1; k < pts.length; k++) p += "H" + X(pts[k][0]) + "V" + Y(pts[k][1]);
+      for (let k = 1; k < pts.length; k++) {
+        p += pts[k][2] ? "M" + X(pts[k][0]) + "," + Y(pts[k][1]) : "H" + X(pts[k][0]) + "V" + Y(pts[k][1]);
+      }
       p += "H" + X(t1);
       svg.appendChild(sv("path", { d: p, fill: "none", stroke: colour, "stroke-width": 1.5, class: cls, "clip-path": "url(#tsg-clip)" }));
     };
@@ -466,6 +489,7 @@
   };
   resize();
   applyFilter();
+  window.__tcpaTimings = { script_ms: performance.now() - started, since_navigation_ms: performance.now() };
   window.__tcpaReady = true;
   document.documentElement.setAttribute("data-ready", "1");
 })();
