@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEB_TOOLS := tshark tcpdump tcptrace chromium fonts-wqy-microhei nftables iproute2
 CAPTURE ?= pcaps/showcase.pcapng
 
-.PHONY: run test venv sysdeps pcaps lab bench fuzz lint clean
+.PHONY: run test venv sysdeps pcaps lab screenshots bench fuzz lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ run: $(STAMP) $(NUMBA_STAMP)
 
 test: sysdeps $(STAMP) $(NUMBA_STAMP)
 	$(BIN)/python -m pytest -q
+
+screenshots: $(STAMP)
+	$(BIN)/python scripts/screenshot.py reports/showcase.html reports/showcase.png
 
 pcaps: $(STAMP)
 	$(BIN)/python scripts/make_scenarios.py pcaps

@@ -145,6 +145,30 @@ def analyze_cmd(
         raise typer.Exit(1)
 
 
+@app.command("report")
+def report_cmd(
+    captures: Annotated[list[str], typer.Argument(help="pcap / pcapng files (gzip is fine); '-' reads stdin", show_default=False)],
+    output: Annotated[str, typer.Option("--output", "-o", help="the HTML file to write (self-contained: opens offline)")] = "report.html",
+    force: Annotated[bool, typer.Option("--force", help="overwrite the output file if it exists")] = False,
+    checksums: Annotated[bool, typer.Option("--checksums/--no-checksums", help="drop segments with bad checksums (Zeek's default)")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback on errors")] = False,
+) -> None:
+    """Write the HTML session timeline report: overview, timeline of every connection, ladders and graphs."""
+    try:
+        if os.path.exists(output) and not force:
+            raise writers.OutputExists(f"{output}: exists; use --force to overwrite it")
+        report = _run(captures, Params(checksums=checksums), DEFAULT_BATCH, quiet, keep_segments=True)
+        from .html import write_html
+        write_html(report, output, force)
+        err.print(f"wrote {output}: {len(report.connections)} connections, {len(report.findings)} findings",
+                  markup=False)
+    except CaptureError as exc:
+        fail(exc, debug)
+    except (OSError, ValueError, MemoryError) as exc:
+        fail(exc, debug)
+
+
 def fail(exc: BaseException, debug: bool) -> None:
     """One clear line on stderr and exit code 2; the traceback only with --debug."""
     if debug:

@@ -146,3 +146,38 @@ def test_multiple_captures_are_read_as_one(tmp_path: Path) -> None:
     shutil.copy(GET, other)
     code, out, _ = tcpa("analyze", str(GET), str(CORPUS / "ssh" / "ssh.pcap"), "-f", "json")
     assert code == 0 and len(json.loads(out)["connections"]) > 1
+
+
+def test_fail_on_sets_the_exit_code(tmp_path: Path) -> None:
+    pcaps = Path(__file__).resolve().parents[1] / "pcaps"
+    code, _, _ = tcpa("analyze", str(pcaps / "lab_refused.pcap"), "--fail-on", "warning", "-q")
+    assert code == 1
+    code, _, _ = tcpa("analyze", str(pcaps / "normal_close.pcap"), "--fail-on", "warning", "-q")
+    assert code == 0
+    code, _, err = tcpa("analyze", str(pcaps / "normal_close.pcap"), "--fail-on", "fatal")
+    assert code == 2 and "fatal" in err
+
+
+def test_detectors_option_selects_kinds_and_rejects_unknown_ones(tmp_path: Path) -> None:
+    import json
+    pcaps = Path(__file__).resolve().parents[1] / "pcaps"
+    out = tmp_path / "r.json"
+    code, _, _ = tcpa("analyze", str(pcaps / "lab_accept_queue_overflow.pcap"), "--detectors", "syn_retransmit",
+                      "-f", "json", "-o", str(out))
+    assert code == 0
+    kinds = {f["kind"] for f in json.loads(out.read_text())["findings"]}
+    assert kinds == {"syn_retransmit"}
+    code, _, err = tcpa("analyze", str(pcaps / "normal_close.pcap"), "--detectors", "nonsense")
+    assert code == 2 and "nonsense" in err
+    code, out_text, _ = tcpa("analyze", "--list-detectors")
+    assert code == 0 and "rst_after_half_close" in out_text and "tcp.analysis.retransmission" in out_text
+
+
+def test_report_command_writes_html_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    pcaps = Path(__file__).resolve().parents[1] / "pcaps"
+    out = tmp_path / "r.html"
+    code, _, _ = tcpa("report", str(pcaps / "normal_close.pcap"), "-o", str(out), "-q")
+    assert code == 0 and out.read_text().startswith("<!DOCTYPE html>")
+    before = out.read_bytes()
+    code, _, err = tcpa("report", str(pcaps / "normal_close.pcap"), "-o", str(out), "-q")
+    assert code == 2 and "exists" in err and out.read_bytes() == before
