@@ -61,17 +61,22 @@ declare(
 
 @detector("three_packet_close", "simultaneous_close")
 def close_shapes(ctx: Context) -> Iterator[Finding]:
-    """Label three-packet and simultaneous closes."""
+    """Label three-packet and simultaneous closes (merged per server port when there are many)."""
     c = ctx.report.connections
-    ctl = ctx.report.control
-    fins = ctl[(ctl["flags"] & FIN) != 0].groupby("uid")["frame"].apply(list) if not ctl.empty else pd.Series()
     for kind, close in (("three_packet_close", "three_packet"), ("simultaneous_close", "simultaneous")):
-        for row in c[c["close"] == close].itertuples():
-            who = "both sides" if close == "simultaneous" else (
-                endpoint(row.orig_h, row.orig_p) if row.active_closer == "orig" else endpoint(row.resp_h, row.resp_p))
-            yield Finding(kind, f"{endpoint(row.orig_h, row.orig_p)} <-> {endpoint(row.resp_h, row.resp_p)}: "
-                          f"{'closed by ' + who}", evidence(fins.get(row.uid, [])), row.last_ns / NS, uid=row.uid,
-                          host=row.resp_h, port=int(row.resp_p))
+        rows = c[c["close"] == close]
+        for (host, port), g in rows.groupby(["resp_h", "resp_p"], sort=False):
+            if len(g) > ctx.settings.aggregate_over:
+                yield Finding(kind, f"{len(g)} connections to {endpoint(host, port)} closed this way",
+                              evidence(g["last_frame"]), float(g["ts"].min()), host=host, port=int(port))
+                continue
+            for row in g.itertuples():
+                who = "both sides" if close == "simultaneous" else (
+                    endpoint(row.orig_h, row.orig_p) if row.active_closer == "orig"
+                    else endpoint(row.resp_h, row.resp_p))
+                yield Finding(kind, f"{endpoint(row.orig_h, row.orig_p)} <-> {endpoint(host, port)}: closed by "
+                              f"{who}", evidence([row.last_frame]), row.last_ns / NS, uid=row.uid, host=host,
+                              port=int(port))
 
 
 @detector("rst_after_half_close")
@@ -80,31 +85,31 @@ def rst_after_half_close(ctx: Context) -> Iterator[Finding]:
     ctl = ctx.report.control
     if ctl.empty:
         return
+    fins = ctl[(ctl["flags"] & FIN) != 0]
+    first_fin = fins.drop_duplicates("uid").set_index("uid")
+    first_rst = ctl[(ctl["flags"] & RST) != 0].drop_duplicates("uid").set_index("uid")
+    both = first_fin.join(first_rst, how="inner", lsuffix="_fin", rsuffix="_rst")
+    both = both[both["frame_rst"] > both["frame_fin"]]
+    fin_by_dir = fins.drop_duplicates(["uid", "dir"]).set_index(["uid", "dir"])["frame"]
     events = ctx.report.events
     late = events[events["kind"] == "data_after_peer_fin"] if not events.empty else events
-    for uid, g in ctl.groupby("uid", sort=False):
-        fins, rsts = g[(g["flags"] & FIN) != 0], g[(g["flags"] & RST) != 0]
-        if fins.empty or rsts.empty:
-            continue
-        first_fin, first_rst = fins.iloc[0], rsts.iloc[0]
-        if first_rst["ts_ns"] < first_fin["ts_ns"] or first_rst["frame"] < first_fin["frame"]:
-            continue
-        other_fin = fins[fins["dir"] != first_fin["dir"]]
-        if len(other_fin) and other_fin["frame"].iloc[0] < first_rst["frame"]:
+    for uid, row in both.iterrows():
+        closer = row["dir_fin"]
+        peer = "resp" if closer == "orig" else "orig"
+        other = fin_by_dir.get((uid, peer))
+        if other is not None and other < row["frame_rst"]:
             continue  # both had closed: an RST after a full close is another story
         c = ctx.conns.loc[uid]
         names = {"orig": endpoint(c.orig_h, c.orig_p), "resp": endpoint(c.resp_h, c.resp_p)}
-        closer, peer = first_fin["dir"], "resp" if first_fin["dir"] == "orig" else "orig"
         sent = late[(late["uid"] == uid) & (late["dir"] == peer)] if len(late) else late
         data = (f"{names[peer]} kept sending data after the FIN (frame {int(sent['frame'].iloc[0])})"
                 if len(sent) else f"{names[peer]} sent no data after the FIN")
-        by = "the half-closed side itself" if first_rst["dir"] == closer else "the side still open"
-        yield Finding("rst_after_half_close", f"{names[closer]} half-closed (FIN, frame {int(first_fin['frame'])}); "
-                      f"{data}; then {names[first_rst['dir']]} ({by}) reset the connection "
-                      f"{(first_rst['ts_ns'] - first_fin['ts_ns']) / NS:.3f} s later",
-                      evidence([first_fin["frame"], first_rst["frame"], *sent["frame"][:1]]),
-                      first_rst["ts_ns"] / NS, uid=uid, host=c.resp_h, port=int(c.resp_p),
-                      direction=first_rst["dir"])
+        by = "the half-closed side itself" if row["dir_rst"] == closer else "the side still open"
+        yield Finding("rst_after_half_close", f"{names[closer]} half-closed (FIN, frame {int(row['frame_fin'])}); "
+                      f"{data}; then {names[row['dir_rst']]} ({by}) reset the connection "
+                      f"{(row['ts_ns_rst'] - row['ts_ns_fin']) / NS:.3f} s later",
+                      evidence([row["frame_fin"], row["frame_rst"], *sent["frame"][:1]]),
+                      row["ts_ns_rst"] / NS, uid=uid, host=c.resp_h, port=int(c.resp_p), direction=row["dir_rst"])
 
 
 def _stints(ctx: Context, state: str) -> pd.DataFrame:

@@ -75,6 +75,16 @@ def _syns(ctx: Context, with_ack: bool) -> pd.DataFrame:
     return ctl[mask]
 
 
+def _repeated(syns: pd.DataFrame) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
+    """Per connection and direction, the SYNs that repeat the first one's sequence number (two or more)."""
+    if syns.empty:
+        return
+    first = syns.groupby(["uid", "dir"], sort=False)["seq"].transform("first")
+    same = syns[syns["seq"] == first]
+    counts = same.groupby(["uid", "dir"], sort=False)["seq"].transform("size")
+    yield from same[counts >= 2].groupby(["uid", "dir"], sort=False)
+
+
 def _classify(gap: float) -> str:
     if 0.7 <= gap <= 1.6:
         return "about 1 s: RFC 6298 initial RTO (Linux 3.1 and later)"
@@ -97,12 +107,7 @@ def _answer(ctx: Context, uid: str, direction: str, after_ns: int) -> str:
 @detector("syn_retransmit")
 def syn_retransmit(ctx: Context) -> Iterator[Finding]:
     """The same SYN sent again: every gap, the first one classified, and whether it was answered."""
-    syns = _syns(ctx, with_ack=False)
-    for (uid, direction), g in syns.groupby(["uid", "dir"], sort=False):
-        first_seq = g["seq"].iloc[0]
-        same = g[g["seq"] == first_seq]
-        if len(same) < 2:
-            continue
+    for (uid, direction), same in _repeated(_syns(ctx, with_ack=False)):
         gaps = same["ts_ns"].diff().dropna().to_numpy() / NS
         c = ctx.conns.loc[uid]
         src, dst = (endpoint(c.orig_h, c.orig_p), endpoint(c.resp_h, c.resp_p)) if direction == "orig" else \
@@ -117,11 +122,7 @@ def syn_retransmit(ctx: Context) -> Iterator[Finding]:
 @detector("synack_retransmit", "accept_queue_overflow")
 def synack_retransmit(ctx: Context) -> Iterator[Finding]:
     """The same SYN+ACK sent again; after the client's handshake ACK it means a full accept queue."""
-    synacks = _syns(ctx, with_ack=True)
-    for (uid, direction), g in synacks.groupby(["uid", "dir"], sort=False):
-        same = g[g["seq"] == g["seq"].iloc[0]]
-        if len(same) < 2:
-            continue
+    for (uid, direction), same in _repeated(_syns(ctx, with_ack=True)):
         c = ctx.conns.loc[uid]
         gaps = same["ts_ns"].diff().dropna().to_numpy() / NS
         yield Finding("synack_retransmit", f"{endpoint(c.resp_h, c.resp_p)} sent its SYN+ACK {len(same)} times to "
