@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -81,9 +82,35 @@ class Context:
     report: Report
     settings: Settings
     conns: pd.DataFrame = field(init=False)
+    rows: dict[str, Any] = field(init=False)  # uid -> the connection's row as a named tuple (fast lookups)
 
     def __post_init__(self) -> None:
-        self.conns = self.report.connections.set_index("uid", drop=False)
+        # Plain Python strings: Arrow-backed string columns make row access and grouping many times slower.
+        for name in ("connections", "transitions", "events", "control"):
+            df = getattr(self.report, name)
+            if len(df.columns):
+                text = [c for c in df.columns if pd.api.types.is_string_dtype(df[c]) and c != "kind"]
+                setattr(self, f"_{name}", df.astype({c: object for c in text}) if text else df)
+            else:
+                setattr(self, f"_{name}", df)
+        self.conns = self._connections.set_index("uid", drop=False)
+        self.rows = {r.uid: r for r in self._connections.itertuples(index=False)}
+
+    @property
+    def connections(self) -> pd.DataFrame:
+        return self._connections  # type: ignore[no-any-return]
+
+    @property
+    def transitions(self) -> pd.DataFrame:
+        return self._transitions  # type: ignore[no-any-return]
+
+    @property
+    def events(self) -> pd.DataFrame:
+        return self._events  # type: ignore[no-any-return]
+
+    @property
+    def control(self) -> pd.DataFrame:
+        return self._control  # type: ignore[no-any-return]
 
     @property
     def end_ns(self) -> int:

@@ -62,7 +62,7 @@ declare(
 @detector("three_packet_close", "simultaneous_close")
 def close_shapes(ctx: Context) -> Iterator[Finding]:
     """Label three-packet and simultaneous closes (merged per server port when there are many)."""
-    c = ctx.report.connections
+    c = ctx.connections
     for kind, close in (("three_packet_close", "three_packet"), ("simultaneous_close", "simultaneous")):
         rows = c[c["close"] == close]
         for (host, port), g in rows.groupby(["resp_h", "resp_p"], sort=False):
@@ -70,7 +70,7 @@ def close_shapes(ctx: Context) -> Iterator[Finding]:
                 yield Finding(kind, f"{len(g)} connections to {endpoint(host, port)} closed this way",
                               evidence(g["last_frame"]), float(g["ts"].min()), host=host, port=int(port))
                 continue
-            for row in g.itertuples():
+            for row in map(ctx.rows.__getitem__, g["uid"]):
                 who = "both sides" if close == "simultaneous" else (
                     endpoint(row.orig_h, row.orig_p) if row.active_closer == "orig"
                     else endpoint(row.resp_h, row.resp_p))
@@ -82,7 +82,7 @@ def close_shapes(ctx: Context) -> Iterator[Finding]:
 @detector("rst_after_half_close")
 def rst_after_half_close(ctx: Context) -> Iterator[Finding]:
     """An RST after one side's FIN while the other side had not closed."""
-    ctl = ctx.report.control
+    ctl = ctx.control
     if ctl.empty:
         return
     fins = ctl[(ctl["flags"] & FIN) != 0]
@@ -91,15 +91,15 @@ def rst_after_half_close(ctx: Context) -> Iterator[Finding]:
     both = first_fin.join(first_rst, how="inner", lsuffix="_fin", rsuffix="_rst")
     both = both[both["frame_rst"] > both["frame_fin"]]
     fin_by_dir = fins.drop_duplicates(["uid", "dir"]).set_index(["uid", "dir"])["frame"]
-    events = ctx.report.events
+    events = ctx.events
     late = events[events["kind"] == "data_after_peer_fin"] if not events.empty else events
-    for uid, row in both.iterrows():
+    for uid, row in zip(both.index, both.to_dict("records")):
         closer = row["dir_fin"]
         peer = "resp" if closer == "orig" else "orig"
         other = fin_by_dir.get((uid, peer))
         if other is not None and other < row["frame_rst"]:
             continue  # both had closed: an RST after a full close is another story
-        c = ctx.conns.loc[uid]
+        c = ctx.rows[uid]
         names = {"orig": endpoint(c.orig_h, c.orig_p), "resp": endpoint(c.resp_h, c.resp_p)}
         sent = late[(late["uid"] == uid) & (late["dir"] == peer)] if len(late) else late
         data = (f"{names[peer]} kept sending data after the FIN (frame {int(sent['frame'].iloc[0])})"
@@ -114,7 +114,7 @@ def rst_after_half_close(ctx: Context) -> Iterator[Finding]:
 
 def _stints(ctx: Context, state: str) -> pd.DataFrame:
     """Every time an endpoint entered `state`: uid, endpoint, entered, left (end of capture if still there)."""
-    tr = ctx.report.transitions
+    tr = ctx.transitions
     if tr.empty:
         return pd.DataFrame(columns=["uid", "endpoint", "entered", "left", "frame", "still"])
     tr = tr.sort_values(["conn", "endpoint", "ts_ns", "frame"], kind="stable")
@@ -151,15 +151,15 @@ def close_wait(ctx: Context) -> Iterator[Finding]:
 @detector("fin_wait_2_lingering", "last_ack_lingering")
 def lingering(ctx: Context) -> Iterator[Finding]:
     """FIN_WAIT_2 or LAST_ACK held past the threshold, or ended by the kernel's timer."""
-    tr = ctx.report.transitions
+    tr = ctx.transitions
     for kind, state in (("fin_wait_2_lingering", "FIN_WAIT_2"), ("last_ack_lingering", "LAST_ACK")):
         st = _stints(ctx, state)
         timed_out = set(tr.loc[tr["event"] == "FIN_TIMEOUT", "uid"]) if state == "FIN_WAIT_2" else set()
-        for row in st.itertuples():
+        for row in st[["uid", "endpoint", "entered", "left", "frame", "still"]].itertuples():
             age = (row.left - row.entered) / NS
             if age < ctx.settings.linger_min_s and row.uid not in timed_out:
                 continue
-            c = ctx.conns.loc[row.uid]
+            c = ctx.rows[row.uid]
             me = endpoint(c.orig_h, c.orig_p) if row.endpoint == "orig" else endpoint(c.resp_h, c.resp_p)
             how = ("until tcp_fin_timeout closed it" if row.uid in timed_out
                    else "to the end of the capture" if row.still else "before the peer answered")
@@ -171,12 +171,12 @@ def lingering(ctx: Context) -> Iterator[Finding]:
 @detector("port_reuse")
 def port_reuse(ctx: Context) -> Iterator[Finding]:
     """A 4-tuple used again by a later connection; flagged when the SYN met the old one's TIME_WAIT."""
-    c = ctx.report.connections
+    c = ctx.connections
     key = ["orig_h", "orig_p", "resp_h", "resp_p"]
-    tw = _stints(ctx, "TIME_WAIT").set_index("uid") if not ctx.report.transitions.empty else pd.DataFrame()
+    tw = _stints(ctx, "TIME_WAIT").set_index("uid") if not ctx.transitions.empty else pd.DataFrame()
     dup = c[c.duplicated(key, keep=False) & (c["started"] == "syn")]
     for _, g in dup.sort_values("first_ns").groupby(key, sort=False):
-        rows = list(g.itertuples())
+        rows = [ctx.rows[u] for u in g["uid"]]
         for old, new in zip(rows, rows[1:]):
             note, severity = "", ""
             if len(tw) and old.uid in tw.index:

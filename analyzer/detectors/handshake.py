@@ -68,7 +68,7 @@ declare(
 
 
 def _syns(ctx: Context, with_ack: bool) -> pd.DataFrame:
-    ctl = ctx.report.control
+    ctl = ctx.control
     if ctl.empty:
         return ctl
     mask = ((ctl["flags"] & SYN) != 0) & (((ctl["flags"] & ACK) != 0) == with_ack)
@@ -94,7 +94,7 @@ def _classify(gap: float) -> str:
 
 
 def _answer(ctx: Context, uid: str, direction: str, after_ns: int) -> str:
-    ctl = ctx.report.control
+    ctl = ctx.control
     back = ctl[(ctl["uid"] == uid) & (ctl["dir"] != direction)]
     if ((back["flags"] & (SYN | ACK)) == (SYN | ACK)).any():
         t = back.loc[(back["flags"] & SYN) != 0, "ts_ns"].min()
@@ -109,7 +109,7 @@ def syn_retransmit(ctx: Context) -> Iterator[Finding]:
     """The same SYN sent again: every gap, the first one classified, and whether it was answered."""
     for (uid, direction), same in _repeated(_syns(ctx, with_ack=False)):
         gaps = same["ts_ns"].diff().dropna().to_numpy() / NS
-        c = ctx.conns.loc[uid]
+        c = ctx.rows[uid]
         src, dst = (endpoint(c.orig_h, c.orig_p), endpoint(c.resp_h, c.resp_p)) if direction == "orig" else \
             (endpoint(c.resp_h, c.resp_p), endpoint(c.orig_h, c.orig_p))
         answer = _answer(ctx, uid, direction, int(same["ts_ns"].iloc[0]))
@@ -123,7 +123,7 @@ def syn_retransmit(ctx: Context) -> Iterator[Finding]:
 def synack_retransmit(ctx: Context) -> Iterator[Finding]:
     """The same SYN+ACK sent again; after the client's handshake ACK it means a full accept queue."""
     for (uid, direction), same in _repeated(_syns(ctx, with_ack=True)):
-        c = ctx.conns.loc[uid]
+        c = ctx.rows[uid]
         gaps = same["ts_ns"].diff().dropna().to_numpy() / NS
         yield Finding("synack_retransmit", f"{endpoint(c.resp_h, c.resp_p)} sent its SYN+ACK {len(same)} times to "
                       f"{endpoint(c.orig_h, c.orig_p)} (gaps {', '.join(f'{x:.2f} s' for x in gaps)})",
@@ -143,11 +143,11 @@ def synack_retransmit(ctx: Context) -> Iterator[Finding]:
 @detector("accept_queue_overflow")
 def handshake_reset(ctx: Context) -> Iterator[Finding]:
     """A handshake completed by the client and answered with an RST by the server (tcp_abort_on_overflow=1)."""
-    c = ctx.report.connections
+    c = ctx.connections
     hit = c[(c["reset_by"] == "resp") & (c["resp_bytes"] == 0) & c["synack_to_ack_ms"].notna()
             & (c["reset_state"] == "ESTABLISHED") & (c["resp_data_pkts"] == 0)]
-    ctl = ctx.report.control
-    for row in hit.itertuples():
+    ctl = ctx.control
+    for row in map(ctx.rows.__getitem__, hit["uid"]):
         rst = ctl[(ctl["uid"] == row.uid) & (ctl["dir"] == "resp") & ((ctl["flags"] & RST) != 0)]
         if rst.empty or pd.isna(row.handshake_rtt_ms):
             continue
@@ -169,7 +169,7 @@ def _per_connection_or_merged(ctx: Context, rows: pd.DataFrame, kind: str, what:
                           f"{'es' if sources > 1 else ''}: {what}", evidence(g["first_frame"]),
                           float(g["ts"].min()), host=host, port=int(port))
             continue
-        for row in g.itertuples():
+        for row in map(ctx.rows.__getitem__, g["uid"]):
             yield Finding(kind, f"{endpoint(row.orig_h, row.orig_p)} -> {endpoint(host, port)}: {what} "
                           f"({row.orig_syns} SYN{'s' if row.orig_syns != 1 else ''})",
                           evidence([row.first_frame, row.last_frame]), row.ts, uid=row.uid, host=host,
@@ -179,7 +179,7 @@ def _per_connection_or_merged(ctx: Context, rows: pd.DataFrame, kind: str, what:
 @detector("syn_unanswered", "connection_refused")
 def unanswered_and_refused(ctx: Context) -> Iterator[Finding]:
     """SYNs that got nothing back (S0), and SYNs answered by RST+ACK (REJ)."""
-    c = ctx.report.connections
+    c = ctx.connections
     yield from _per_connection_or_merged(ctx, c[c["conn_state"] == "S0"], "syn_unanswered", "SYN never answered")
     yield from _per_connection_or_merged(ctx, c[c["conn_state"] == "REJ"], "connection_refused",
                                          "refused with RST+ACK")
@@ -188,7 +188,7 @@ def unanswered_and_refused(ctx: Context) -> Iterator[Finding]:
 @detector("syn_flood")
 def syn_flood(ctx: Context) -> Iterator[Finding]:
     """Many handshakes to one server port, from many sources, that never complete."""
-    c = ctx.report.connections
+    c = ctx.connections
     s = ctx.settings
     half = c[(c["started"] == "syn") & c["synack_to_ack_ms"].isna() & (c["conn_state"] != "REJ")]
     for (host, port), g in half.groupby(["resp_h", "resp_p"], sort=False):
@@ -204,10 +204,10 @@ def syn_flood(ctx: Context) -> Iterator[Finding]:
 @detector("simultaneous_open")
 def simultaneous_open(ctx: Context) -> Iterator[Finding]:
     """Both sides sent a SYN: an endpoint went from SYN_SENT to SYN_RCVD."""
-    tr = ctx.report.transitions
+    tr = ctx.transitions
     hit = tr[(tr["from_state"] == "SYN_SENT") & (tr["to_state"] == "SYN_RCVD")]
     for uid, g in hit.groupby("uid", sort=False):
-        c = ctx.conns.loc[uid]
+        c = ctx.rows[uid]
         yield Finding("simultaneous_open", f"{endpoint(c.orig_h, c.orig_p)} and {endpoint(c.resp_h, c.resp_p)} "
                       "opened the connection at the same time", evidence(g["frame"]), g["ts_ns"].iloc[0] / NS,
                       uid=uid, host=c.resp_h, port=int(c.resp_p))

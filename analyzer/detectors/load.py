@@ -48,14 +48,16 @@ def _peak(starts: npt.NDArray[np.int64], length: int) -> tuple[int, int]:
 @detector("time_wait_accumulation")
 def time_wait_accumulation(ctx: Context) -> Iterator[Finding]:
     """Sockets one host held in TIME_WAIT at once toward one server ip:port."""
-    tr = ctx.report.transitions
+    tr = ctx.transitions
     tw = tr[tr["to_state"] == "TIME_WAIT"]
     if tw.empty:
         return
     tw = tw.join(ctx.conns[["orig_h", "resp_h", "resp_p", "orig_p"]], on="uid")
     tw = tw.assign(host=tw["orig_h"].where(tw["endpoint"] == "orig", tw["resp_h"]))
     length = int(ctx.settings.time_wait * NS)
-    for (host, server, port), g in tw.groupby(["host", "resp_h", "resp_p"], sort=False):
+    keys = ["host", "resp_h", "resp_p"]
+    tw = tw[tw.groupby(keys, sort=False)["frame"].transform("size") >= ctx.settings.time_wait_min]
+    for (host, server, port), g in tw.groupby(keys, sort=False):
         peak, at = _peak(g["ts_ns"].to_numpy(np.int64), length)
         if peak < ctx.settings.time_wait_min:
             continue
@@ -68,14 +70,16 @@ def time_wait_accumulation(ctx: Context) -> Iterator[Finding]:
 @detector("port_exhaustion_risk")
 def port_exhaustion(ctx: Context) -> Iterator[Finding]:
     """New connections per client address and server ip:port against ports / TIME_WAIT."""
-    c = ctx.report.connections
+    c = ctx.connections
     s = ctx.settings
     starts = c[c["started"] == "syn"]
     limit = s.ephemeral_ports / s.time_wait
     length = int(s.time_wait * NS)
-    for (client, server, port), g in starts.groupby(["orig_h", "resp_h", "resp_p"], sort=False):
-        if len(g) < 2:
-            continue
+    # Fewer connections than this cannot reach the warning share even at a sustained rate.
+    least = max(2, int(s.exhaustion_warn * s.ephemeral_ports * min(SUSTAINED_S, s.time_wait) / s.time_wait))
+    keys = ["orig_h", "resp_h", "resp_p"]
+    starts = starts[starts.groupby(keys, sort=False)["uid"].transform("size") >= least]
+    for (client, server, port), g in starts.groupby(keys, sort=False):
         t = np.sort(g["first_ns"].to_numpy(np.int64))
         span = (t[-1] - t[0]) / NS
         in_window = int(np.max(np.searchsorted(t, t + length) - np.arange(len(t))))

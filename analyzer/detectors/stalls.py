@@ -32,12 +32,13 @@ declare(
 @detector("half_open")
 def half_open(ctx: Context) -> Iterator[Finding]:
     """Three or more retransmissions in a row after the peer's last packet, with no close."""
-    ev = ctx.report.events
+    ev = ctx.events
     if ev.empty:
         return
     rt = ev[ev["kind"].astype(str).isin(RETRANSMITS) & (ev["len"] > 0)]  # data, not SYNs (syn_retransmit)
+    rt = rt[rt.groupby(["uid", "dir"], sort=False)["frame"].transform("size") >= 3]
     for (uid, direction), g in rt.groupby(["uid", "dir"], sort=False):
-        c = ctx.conns.loc[uid]
+        c = ctx.rows[uid]
         peer_last = c.resp_last_ns if direction == "orig" else c.orig_last_ns
         if peer_last < 0:
             continue  # the peer never answered at all: an unanswered attempt, not a vanished peer
@@ -55,12 +56,15 @@ def half_open(ctx: Context) -> Iterator[Finding]:
 @detector("mss_blackhole")
 def mss_blackhole(ctx: Context) -> Iterator[Finding]:
     """The same full-size segment retransmitted three or more times while smaller data was acknowledged."""
-    ev = ctx.report.events
+    ev = ctx.events
     if ev.empty:
         return
-    rt = ev[ev["kind"].astype(str).isin(RETRANSMITS)]
+    rt = ev[ev["kind"].astype(str).isin(RETRANSMITS) & (ev["len"] >= 1000)]
+    repeats_any = rt.groupby(["uid", "dir", "seq", "len"], sort=False)["frame"].transform("size")
+    candidates = rt.loc[repeats_any >= 3, ["uid", "dir"]].drop_duplicates()
+    rt = ev[ev["kind"].astype(str).isin(RETRANSMITS)].merge(candidates, on=["uid", "dir"])
     for (uid, direction), g in rt.groupby(["uid", "dir"], sort=False):
-        c = ctx.conns.loc[uid]
+        c = ctx.rows[uid]
         peer_mss = c.resp_mss if direction == "orig" else c.orig_mss
         size = int(g["len"].max())
         full = g[g["len"] == size]

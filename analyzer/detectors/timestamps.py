@@ -35,7 +35,7 @@ def _serial_lt(a: int, b: int) -> bool:
 
 def _rates(ctx: Context, uids: pd.Index) -> dict[str, float]:
     """Each connection's client clock rate (TSval ticks per second), when two stamps 0.5 s apart exist."""
-    ctl = ctx.report.control
+    ctl = ctx.control
     stamped = ctl[ctl["uid"].isin(uids) & (ctl["dir"] == "orig") & (ctl["tsval"] >= 0)]
     out = {}
     for uid, g in stamped.groupby("uid", sort=False):
@@ -53,7 +53,7 @@ def _clock(rate: float) -> float | None:
 @detector("timestamp_regression")
 def timestamp_regression(ctx: Context) -> Iterator[Finding]:
     """SYN TSvals from one address to one server going backwards; stronger with dropped SYNs or mixed clocks."""
-    ctl = ctx.report.control
+    ctl = ctx.control
     if ctl.empty:
         return
     syns = ctl[((ctl["flags"] & (SYN | ACK)) == SYN) & (ctl["tsval"] >= 0) & (ctl["dir"] == "orig")]
@@ -64,7 +64,7 @@ def timestamp_regression(ctx: Context) -> Iterator[Finding]:
         g = g.sort_values("ts_ns")
         highest = int(g["tsval"].iloc[0])
         back = []
-        for row in g.iloc[1:].itertuples():
+        for row in g.iloc[1:][["uid", "tsval", "frame", "ts_ns", "conn_state"]].itertuples():
             if _serial_lt(int(row.tsval), highest):
                 back.append(row)
             else:

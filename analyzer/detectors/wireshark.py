@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from . import Context, Finding, Kind, declare, detector, endpoint, evidence
+from . import MAX_EVIDENCE, Context, Finding, Kind, declare, detector, endpoint, evidence
 
 NS = 1e9
 
@@ -87,22 +87,26 @@ RETRANSMITS = ("retransmission", "fast_retransmission", "spurious_retransmission
 @detector(*WORDS)
 def sequence_analysis(ctx: Context) -> Iterator[Finding]:
     """Group the per-segment flags by connection, direction and kind."""
-    ev = ctx.report.events
+    ev = ctx.events
     if ev.empty:
         return
-    ev = ev[ev["kind"].astype(str).isin(list(WORDS))]
-    for (uid, direction, kind), g in ev.groupby(["uid", "dir", ev["kind"].astype(str)], sort=False, observed=True):
-        c = ctx.conns.loc[uid]
+    ev = ev[ev["kind"].astype(str).isin(list(WORDS))].assign(kind=lambda d: d["kind"].astype(str),
+                                                               data=lambda d: d["len"] > 0)
+    groups = ev.groupby(["uid", "dir", "kind"], sort=False)
+    table = groups.agg(n=("frame", "size"), first_ns=("ts_ns", "min"), worst=("value", "max"),
+                       data_rt=("data", "sum"))
+    frames = groups["frame"].agg(lambda f: evidence(f.to_numpy()[:MAX_EVIDENCE]))
+    for (uid, direction, kind), n, first_ns, worst, data_rt, ev_frames in zip(
+            table.index, table["n"], table["first_ns"], table["worst"], table["data_rt"], frames):
+        c = ctx.rows[uid]
         src, dst = (endpoint(c.orig_h, c.orig_p), endpoint(c.resp_h, c.resp_p)) if direction == "orig" else \
             (endpoint(c.resp_h, c.resp_p), endpoint(c.orig_h, c.orig_p))
         extra, severity = "", ""
         if kind in RETRANSMITS:
-            extra = f"; up to {g['value'].max() / 1e6:.0f} ms after the original"
-            data = c.orig_data_pkts if direction == "orig" else c.resp_data_pkts
-            lost = int((g["len"] > 0).sum())  # data retransmissions; SYNs are syn_retransmit's business
-            if kind == "retransmission" and lost >= 3 and lost > 0.05 * max(int(data), 1):
-                severity = "warning"
-                extra += f" ({lost / max(int(data), 1):.0%} of its data segments)"
-        yield Finding(kind, f"{src} -> {dst}: {len(g)} {WORDS[kind]}{extra}", evidence(g["frame"]),
-                      g["ts_ns"].iloc[0] / NS, severity=severity, uid=uid,
-                      host=c.resp_h, port=int(c.resp_p), direction=direction)
+            extra = f"; up to {worst / 1e6:.0f} ms after the original"
+            data = int(c.orig_data_pkts if direction == "orig" else c.resp_data_pkts)
+            if kind == "retransmission" and data_rt >= 3 and data_rt > 0.05 * max(data, 1):
+                severity = "warning"  # data (not SYN) retransmissions above 5% of the data segments
+                extra += f" ({data_rt / max(data, 1):.0%} of its data segments)"
+        yield Finding(kind, f"{src} -> {dst}: {n} {WORDS[kind]}{extra}", ev_frames, first_ns / NS,
+                      severity=severity, uid=uid, host=c.resp_h, port=int(c.resp_p), direction=direction)
