@@ -45,6 +45,10 @@ run: $(STAMP) $(NUMBA_STAMP)
 test: sysdeps $(STAMP) $(NUMBA_STAMP)
 	$(BIN)/python -m pytest -q
 
+# tcpa against tcptrace and tshark on generated captures (bench/, cached); BENCH_ARGS="--sizes 2 --repeat 1"
+bench: sysdeps $(STAMP) $(NUMBA_STAMP)
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
 screenshots: $(STAMP)
 	$(BIN)/python scripts/screenshot.py reports/showcase.html reports/showcase.png
 

@@ -103,6 +103,7 @@ def analyze_cmd(
     kinds: Annotated[Optional[str], typer.Option("--detectors", help="run only these finding kinds (comma-separated; see --list-detectors)")] = None,
     ephemeral_ports: Annotated[int, typer.Option("--ephemeral-ports", help="size of the clients' ephemeral port range (Linux default 32768-60999: 28232)")] = 28232,
     html: Annotated[Optional[str], typer.Option("--html", help="also write the HTML session timeline report here")] = None,
+    conn_log: Annotated[Optional[str], typer.Option("--conn-log", help="also write Zeek's conn.log (TSV) here")] = None,
     list_detectors: Annotated[bool, typer.Option("--list-detectors", is_eager=True, callback=_list_detectors, help="list the finding kinds and exit")] = False,
 ) -> None:
     """Analyse captures: connections, both endpoints' states, findings, and the end-of-capture socket counts."""
@@ -115,7 +116,7 @@ def analyze_cmd(
             raise writers.OutputExists(f"{output}: exists; use --force to overwrite it")
         if fail_on is not None and fail_on not in detectors.SEVERITIES:
             raise CaptureError(f"--fail-on {fail_on}: choose one of {', '.join(detectors.SEVERITIES)}")
-        for extra in (html,):
+        for extra in (html, conn_log):
             if extra and os.path.exists(extra) and not force:
                 raise writers.OutputExists(f"{extra}: exists; use --force to overwrite it")
         params = Params(time_wait=time_wait, fin_timeout=fin_timeout, idle_timeout=idle_timeout, checksums=checksums)
@@ -134,6 +135,8 @@ def analyze_cmd(
                 render(report, console, limit, at_ns)
         else:
             writers.write(report, fmt, output or "-", force)
+        if conn_log:
+            writers.write(report, "zeek", conn_log, force)
         if html:
             from .html import write_html
             write_html(report, html, force)

@@ -96,6 +96,16 @@ class Context:
         self.conns = self._connections.set_index("uid", drop=False)
         self.rows = {r.uid: r for r in self._connections.itertuples(index=False)}
 
+    def of(self, table: str, uid: str) -> pd.DataFrame:
+        """The rows of control or events belonging to one connection (binary search on a uid-sorted copy)."""
+        cache = self.__dict__.setdefault("_by_uid", {})
+        if table not in cache:
+            df = getattr(self, table).sort_values("uid", kind="stable")
+            cache[table] = (df, df["uid"].to_numpy())
+        df, uids = cache[table]
+        lo, hi = uids.searchsorted(uid, "left"), uids.searchsorted(uid, "right")
+        return df.iloc[lo:hi]  # type: ignore[no-any-return]
+
     @property
     def connections(self) -> pd.DataFrame:
         return self._connections  # type: ignore[no-any-return]

@@ -101,7 +101,8 @@ def rst_after_half_close(ctx: Context) -> Iterator[Finding]:
             continue  # both had closed: an RST after a full close is another story
         c = ctx.rows[uid]
         names = {"orig": endpoint(c.orig_h, c.orig_p), "resp": endpoint(c.resp_h, c.resp_p)}
-        sent = late[(late["uid"] == uid) & (late["dir"] == peer)] if len(late) else late
+        mine = ctx.of("events", uid) if len(late) else late
+        sent = mine[(mine["kind"] == "data_after_peer_fin") & (mine["dir"] == peer)] if len(mine) else mine
         data = (f"{names[peer]} kept sending data after the FIN (frame {int(sent['frame'].iloc[0])})"
                 if len(sent) else f"{names[peer]} sent no data after the FIN")
         by = "the half-closed side itself" if row["dir_rst"] == closer else "the side still open"

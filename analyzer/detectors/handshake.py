@@ -95,7 +95,8 @@ def _classify(gap: float) -> str:
 
 def _answer(ctx: Context, uid: str, direction: str, after_ns: int) -> str:
     ctl = ctx.control
-    back = ctl[(ctl["uid"] == uid) & (ctl["dir"] != direction)]
+    mine = ctx.of("control", uid)
+    back = mine[mine["dir"] != direction]
     if ((back["flags"] & (SYN | ACK)) == (SYN | ACK)).any():
         t = back.loc[(back["flags"] & SYN) != 0, "ts_ns"].min()
         return f"answered by SYN+ACK {(t - after_ns) / NS:.3f} s after the first SYN"
@@ -148,7 +149,8 @@ def handshake_reset(ctx: Context) -> Iterator[Finding]:
             & (c["reset_state"] == "ESTABLISHED") & (c["resp_data_pkts"] == 0)]
     ctl = ctx.control
     for row in map(ctx.rows.__getitem__, hit["uid"]):
-        rst = ctl[(ctl["uid"] == row.uid) & (ctl["dir"] == "resp") & ((ctl["flags"] & RST) != 0)]
+        mine = ctx.of("control", row.uid)
+        rst = mine[(mine["dir"] == "resp") & ((mine["flags"] & RST) != 0)]
         if rst.empty or pd.isna(row.handshake_rtt_ms):
             continue
         after = (rst["ts_ns"].iloc[0] - row.first_ns) / 1e6 - row.handshake_rtt_ms

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 
 from . import Context, Finding, Kind, declare, detector, endpoint, evidence
@@ -36,6 +37,9 @@ def half_open(ctx: Context) -> Iterator[Finding]:
     if ev.empty:
         return
     rt = ev[ev["kind"].astype(str).isin(RETRANSMITS) & (ev["len"] > 0)]  # data, not SYNs (syn_retransmit)
+    peer_last = np.where(rt["dir"].to_numpy() == "orig", rt["uid"].map(ctx.conns["resp_last_ns"]).to_numpy(),
+                         rt["uid"].map(ctx.conns["orig_last_ns"]).to_numpy())
+    rt = rt[(rt["ts_ns"].to_numpy() > peer_last) & (peer_last >= 0)]  # only what was sent into silence
     rt = rt[rt.groupby(["uid", "dir"], sort=False)["frame"].transform("size") >= 3]
     for (uid, direction), g in rt.groupby(["uid", "dir"], sort=False):
         c = ctx.rows[uid]

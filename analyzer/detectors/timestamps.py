@@ -58,7 +58,9 @@ def timestamp_regression(ctx: Context) -> Iterator[Finding]:
         return
     syns = ctl[((ctl["flags"] & (SYN | ACK)) == SYN) & (ctl["tsval"] >= 0) & (ctl["dir"] == "orig")]
     syns = syns.drop_duplicates("uid").join(ctx.conns[["orig_h", "resp_h", "resp_p", "conn_state"]], on="uid")
-    for (client, server, port), g in syns.groupby(["orig_h", "resp_h", "resp_p"], sort=False):
+    keys = ["orig_h", "resp_h", "resp_p"]
+    syns = syns[syns.groupby(keys, sort=False)["uid"].transform("size") >= 2]
+    for (client, server, port), g in syns.groupby(keys, sort=False):
         if len(g) < 2:
             continue
         g = g.sort_values("ts_ns")

@@ -1,0 +1,100 @@
+"""`make bench`: tcpa against tcptrace and tshark on the same generated captures, in one run.
+
+    python scripts/bench.py [--sizes 0.5,1,2,4] [--repeat 3] [--peers-at 2]
+
+Captures (millions of packets) are generated once by scripts/gen_bench.py into bench/ and reused. For each
+repetition the tools run one after another (alternating, so drift hits all alike); the median wall time and
+the peak RSS of each are reported, with tcpa's packets/s and its ratio to each peer. Peers run only at the
+--peers-at size (the issue's 2 M-packet capture); tcpa runs at every size to show how time and memory scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+PY = sys.executable
+TCPA = str(Path(PY).with_name("tcpa"))
+
+
+def capture(millions: float) -> Path:
+    path = BENCH / f"bench-{millions:g}M.pcap"
+    if not path.exists():
+        BENCH.mkdir(exist_ok=True)
+        subprocess.run([PY, str(ROOT / "scripts" / "gen_bench.py"), str(path), "--packets",
+                        str(int(millions * 1_000_000))], check=True)
+    return path
+
+
+def measure(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one command, via GNU time."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as t:
+        subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", t.name, *cmd], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall, rss_kb = t.read().split()[-2:]
+    return float(wall), int(rss_kb) / 1024
+
+
+def tools(pcap: Path, out: Path, peers: bool) -> dict[str, list[str]]:
+    cmds = {"tcpa": [TCPA, "analyze", str(pcap), "-q", "--force", "-f", "json", "-o", str(out / "tcpa.json"),
+                     "--conn-log", str(out / "conn.log")]}
+    if peers:
+        cmds["tcptrace -l -n"] = ["tcptrace", "-l", "-n", str(pcap)]
+        cmds["tshark -z conv,tcp"] = ["tshark", "-n", "-q", "-r", str(pcap), "-z", "conv,tcp"]
+        cmds["tshark tcp.analysis"] = ["tshark", "-n", "-r", str(pcap), "-T", "fields", "-e", "frame.number",
+                                       "-e", "tcp.analysis.flags", "-e", "tcp.analysis.ack_rtt",
+                                       "-e", "tcp.analysis.retransmission"]
+    return cmds
+
+
+def packets(pcap: Path) -> int:
+    out = subprocess.run(["capinfos", "-c", "-M", str(pcap)], capture_output=True, text=True, check=True).stdout
+    return int(out.strip().splitlines()[-1].split()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="0.5,1,2,4", help="capture sizes in millions of packets")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--peers-at", type=float, default=2.0)
+    a = ap.parse_args()
+    missing = [t for t in ("tcptrace", "tshark", "capinfos") if not shutil.which(t)]
+    if missing:
+        sys.exit(f"bench: missing {', '.join(missing)} (apt-get install tshark tcptrace)")
+    sizes = [float(x) for x in a.sizes.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for size in sizes:
+            pcap = capture(size)
+            n = packets(pcap)
+            cmds = tools(pcap, out, peers=size == a.peers_at)
+            runs: dict[str, list[tuple[float, float]]] = {name: [] for name in cmds}
+            subprocess.run(cmds["tcpa"], check=True, stdout=subprocess.DEVNULL)  # warm caches (numba, page cache)
+            for _ in range(a.repeat):
+                for name, cmd in cmds.items():
+                    runs[name].append(measure(cmd))
+            for name, r in runs.items():
+                wall = statistics.median(x[0] for x in r)
+                rss = max(x[1] for x in r)
+                rows.append((size, name, n, wall, n / wall, rss))
+                print(f"{size:g}M  {name:<22} {wall:8.2f} s  {n / wall:>11,.0f} packets/s  peak RSS {rss:8.1f} MB",
+                      flush=True)
+    print()
+    ours = {size: pps for size, name, _, _, pps, _ in rows if name == "tcpa"}
+    for size, name, _, _, pps, _ in rows:
+        if name != "tcpa":
+            print(f"{size:g}M  tcpa / {name:<22} = {ours[size] / pps:6.2f}x packets/s")
+    print(f"machine: {os.cpu_count()} cores, {os.uname().machine}, Python {sys.version.split()[0]}")
+
+
+if __name__ == "__main__":
+    main()
