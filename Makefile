@@ -43,7 +43,7 @@ run: $(STAMP) $(NUMBA_STAMP)
 	$(BIN)/tcpa analyze $(CAPTURE) --limit 20
 
 test: sysdeps $(STAMP) $(NUMBA_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # tcpa against tcptrace and tshark on generated captures (bench/, cached); BENCH_ARGS="--sizes 2 --repeat 1"
 bench: sysdeps $(STAMP) $(NUMBA_STAMP)

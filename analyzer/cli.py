@@ -172,6 +172,105 @@ def report_cmd(
         fail(exc, debug)
 
 
+@app.command("live")
+def live_cmd(
+    interface: Annotated[str, typer.Option("--interface", "-i", help="capture on this interface (`tcpa interfaces` lists them)", show_default=False)],
+    bpf: Annotated[Optional[str], typer.Option("--filter", "-f", help="capture filter (BPF syntax, as for tcpdump), e.g. 'tcp port 443'")] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", help="stop after this many seconds")] = None,
+    packets: Annotated[Optional[int], typer.Option("--packets", help="stop after this many packets")] = None,
+    write: Annotated[Optional[str], typer.Option("--write", "-w", help="keep the raw capture here: pcap as captured, or pcapng when the name ends in .pcapng (converted with editcap)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json, jsonl, csv, parquet or zeek (a conn.log), as for analyze")] = "table",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="write the --format output here; '-' is stdout (the default)")] = None,
+    html: Annotated[Optional[str], typer.Option("--html", help="also write the HTML session timeline report here")] = None,
+    conn_log: Annotated[Optional[str], typer.Option("--conn-log", help="also write Zeek's conn.log (TSV) here")] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite output files (and the -w file) that exist")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="connections shown in the final terminal table")] = 50,
+    buffer: Annotated[int, typer.Option("--buffer", "-B", help="capture buffer in MiB (dumpcap -B); raise it if packets are dropped")] = 64,
+    snaplen: Annotated[Optional[int], typer.Option("--snaplen", "-s", help="bytes kept per packet (dumpcap -s; default: whole packets)")] = None,
+    time_wait: Annotated[float, typer.Option("--time-wait", help="TIME_WAIT length in seconds (2 MSL; Linux: 60)")] = 60.0,
+    fin_timeout: Annotated[float, typer.Option("--fin-timeout", help="FIN_WAIT_2 timeout in seconds (tcp_fin_timeout)")] = 60.0,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", help="seconds of silence after which a 4-tuple starts a new connection")] = 300.0,
+    checksums: Annotated[bool, typer.Option("--checksums/--no-checksums", help="drop segments with bad checksums; off by default here, since a capturing host's own segments carry unfinished checksums (offload)")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live view")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback on errors")] = False,
+    fail_on: Annotated[Optional[str], typer.Option("--fail-on", help="exit 1 when a finding at or above this severity exists: info, notice, warning or error")] = None,
+    kinds: Annotated[Optional[str], typer.Option("--detectors", help="run only these finding kinds (comma-separated; see analyze --list-detectors)")] = None,
+    ephemeral_ports: Annotated[int, typer.Option("--ephemeral-ports", help="size of the clients' ephemeral port range (Linux default 32768-60999: 28232)")] = 28232,
+) -> None:
+    """Capture on an interface (with dumpcap, from tshark) and analyse as it happens; Ctrl-C stops.
+
+    A live view shows connections by state, sockets per host:port and the newest findings; at the end the
+    same outputs as `tcpa analyze` are printed and written. Exit code 2 when the capture could not start or
+    failed on the way (what was captured is still analysed and written).
+    """
+    from . import live
+
+    failure = None
+    try:
+        if fmt not in writers.FORMATS:
+            raise CaptureError(f"--format {fmt}: choose one of {', '.join(writers.FORMATS)}")
+        if fail_on is not None and fail_on not in detectors.SEVERITIES:
+            raise CaptureError(f"--fail-on {fail_on}: choose one of {', '.join(detectors.SEVERITIES)}")
+        if duration is not None and duration <= 0:
+            raise CaptureError("--duration must be more than 0 seconds")
+        if packets is not None and packets < 1:
+            raise CaptureError("--packets must be at least 1")
+        for extra in (output if output != "-" else None, html):
+            if extra and os.path.exists(extra) and not force:
+                raise writers.OutputExists(f"{extra}: exists; use --force to overwrite it")
+        opts = live.LiveOptions(
+            interface=interface, bpf=bpf, duration=duration, packets=packets, write=write, force=force,
+            buffer_mib=buffer, snaplen=snaplen,
+            params=Params(time_wait=time_wait, fin_timeout=fin_timeout, idle_timeout=idle_timeout, checksums=checksums),
+            settings=detectors.Settings(time_wait=time_wait, ephemeral_ports=ephemeral_ports), only=_kinds(kinds),
+            keep_segments=html is not None, view=not quiet and err.is_terminal)
+
+        def ready(dump: live.Dumpcap) -> None:
+            err.print(f"tcpa: capturing on {interface} (dumpcap pid {dump.proc.pid}); Ctrl-C stops", markup=False)
+
+        result = live.run(opts, console=err, on_ready=ready)
+        report, failure = result.report, result.failure
+        if fmt == "table":
+            from .terminal import render
+            if output and output != "-":
+                with writers.atomic_output(output, force) as fh:
+                    render(report, Console(file=fh, highlight=False, width=200), limit, None)
+            else:
+                render(report, Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200),
+                       limit, None)
+        else:
+            writers.write(report, fmt, output or "-", force)
+        if conn_log:
+            writers.write(report, "zeek", conn_log, force)
+        if html:
+            from .html import write_html
+            write_html(report, html, force)
+        if result.saved:
+            err.print(f"tcpa: raw capture written to {result.saved}", markup=False)
+    except CaptureError as exc:
+        fail(exc, debug)
+    except (OSError, ValueError, MemoryError) as exc:
+        fail(exc, debug)
+    if failure:
+        fail(CaptureError(failure + " (what was captured before is analysed above)"), debug)
+    if fail_on is not None and detectors.worst(report.findings, fail_on):
+        raise typer.Exit(1)
+
+
+@app.command("interfaces")
+def interfaces_cmd(
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback on errors")] = False,
+) -> None:
+    """List the capture interfaces (tshark -D): use a name with `tcpa live -i NAME`."""
+    from . import live
+
+    try:
+        for line in live.interfaces():
+            print(line)
+    except CaptureError as exc:
+        fail(exc, debug)
+
+
 def fail(exc: BaseException, debug: bool) -> None:
     """One clear line on stderr and exit code 2; the traceback only with --debug."""
     if debug:

@@ -171,7 +171,8 @@ def _closing(df: pd.DataFrame, rows: npt.NDArray[np.int64], transitions: pd.Data
     initial = np.where(rows[:, C_START] == START_SYN, State.CLOSED.name, State.UNKNOWN.name)
     for p in ENDPOINTS:
         end = transitions[transitions["endpoint"] == p].groupby("conn")["to_state"].last()
-        df[f"{p}_state"] = pd.Series(conns).map(end).fillna(pd.Series(initial)).to_numpy()
+        mapped = pd.Series(conns).map(end)
+        df[f"{p}_state"] = np.where(mapped.isna(), initial, mapped.astype(object))
 
 
 def _zeek(df: pd.DataFrame, rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -9,12 +11,12 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from . import detectors
+from . import detectors, engine
 from .capture import open_capture
 from .connections import connections_frame, transitions_frame
 from .decode import SUPPORTED_LINKTYPES, Decoder
 from .layout import HIST_MAX, ROW
-from .model import CaptureError, CaptureFacts, Notice
+from .model import CaptureError, CaptureFacts, FrameBatch, Notice
 from .report import Report
 from .sequence import EV_NAMES, EVENT_NAMES
 from .tracker import CT_NAMES, SG_NAMES, Params, Tracker
@@ -34,30 +36,85 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
     with the capture's length.
     """
     paths = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    params = params or Params()
-    decoder = Decoder(checksums=params.checksums)
-    tracker = Tracker(params, keep_segments=keep_segments)
+    analysis = Analysis(params, keep_segments=keep_segments)
     facts: CaptureFacts | None = None
-    segments = 0
     for path in paths:
         with open_capture(path, batch_frames=batch_frames) as capture:
             for batch in capture:
-                seg = decoder.decode(batch)
-                segments += len(seg)
-                tracker.feed(seg)
+                analysis.feed(batch)
                 if progress:
                     progress(int(batch.caplen.sum()) + 16 * len(batch))
             facts = _merge(facts, capture.facts)
     assert facts is not None
-    _check_linktypes(facts)
-    tracker.finish()
-    decoder.finish()
-    facts.notices.extend(decoder.notices)
-    report = build_report(facts, tracker, decoder.tunnels, decoder.skipped, segments)
-    if detect:
-        report.findings = detectors.run(report, settings, only)
-        _summarise_findings(report)
-    return report
+    return analysis.finish(facts, detect=detect, settings=settings, only=only)
+
+
+class Analysis:
+    """The incremental form of analyze(): feed FrameBatches as they arrive, look at a snapshot at any time.
+
+    `snapshot(facts)` is the Report the capture read so far would give if it ended now (connections still
+    open are reported open, with their current states; nothing is forced closed) and leaves the analysis
+    untouched, so feeding can go on; `finish(facts)` ends it. analyze() is feed() over every batch, then
+    finish().
+    """
+
+    def __init__(self, params: Params | None = None, *, keep_segments: bool = False) -> None:
+        self.params = params or Params()
+        self.decoder = Decoder(checksums=self.params.checksums)
+        self.tracker = Tracker(self.params, keep_segments=keep_segments)
+        self.segments = 0
+        self.finished = False
+
+    def feed(self, batch: FrameBatch) -> int:
+        """Decode one batch and run its segments through the tracker; returns the batch's TCP segments."""
+        seg = self.decoder.decode(batch)
+        self.segments += len(seg)
+        self.tracker.feed(seg)
+        return len(seg)
+
+    def finish(self, facts: CaptureFacts, *, detect: bool = True, settings: detectors.Settings | None = None,
+               only: Iterable[str] | None = None) -> Report:
+        """End of capture: the Report (with findings unless detect=False). Call once."""
+        assert not self.finished, "Analysis.finish() called twice"
+        self.finished = True
+        _check_linktypes(facts)
+        self.tracker.finish()
+        self.decoder.finish()
+        facts.notices.extend(self.decoder.notices)
+        report = build_report(facts, self.tracker, self.decoder.tunnels, self.decoder.skipped, self.segments)
+        if detect:
+            report.findings = detectors.run(report, settings, only)
+            _summarise_findings(report)
+        return report
+
+    def snapshot(self, facts: CaptureFacts, *, detect: bool = True, settings: detectors.Settings | None = None,
+                 only: Iterable[str] | None = None) -> Report:
+        """The Report as if the capture ended after the last batch fed, without disturbing the analysis.
+
+        IP fragments still waiting for their datagram's other pieces are left waiting (not counted as skipped).
+        """
+        facts = dataclasses.replace(facts, interfaces=list(facts.interfaces), comments=list(facts.comments),
+                                    notices=[*facts.notices, *self.decoder.notices])
+        tracker = _tracker_copy(self.tracker)
+        tracker.finish()
+        report = build_report(facts, tracker, list(self.decoder.tunnels), Counter(self.decoder.skipped),
+                              self.segments)
+        if detect:
+            report.findings = detectors.run(report, settings, only)
+            _summarise_findings(report)
+        return report
+
+
+def _tracker_copy(tracker: Tracker) -> Tracker:
+    """A copy of the tracker that can be finished without changing the original (which reads on)."""
+    t = copy.copy(tracker)
+    t.st, t.hist, t.g = tracker.st.copy(), tracker.hist.copy(), tracker.g.copy()
+    t.g[engine.G_NTR] = 0
+    t.g[engine.G_NDONE] = 0
+    t.tr, t.done, t.done_hist = np.empty_like(tracker.tr), np.empty_like(tracker.done), np.empty_like(tracker.done_hist)
+    for name in ("conn_rows", "conn_hist", "conn_keys", "transitions", "seq_events", "control", "segment_rows"):
+        setattr(t, name, list(getattr(tracker, name)))  # the arrays in them are never changed, only appended
+    return t
 
 
 def _summarise_findings(report: Report) -> None:
@@ -66,8 +123,10 @@ def _summarise_findings(report: Report) -> None:
     conns = report.connections
     kinds = f.groupby("uid")["kind"].agg(lambda k: ";".join(sorted(set(k))))
     worst = f.assign(rank=f["severity"].map(detectors.RANK)).groupby("uid")["rank"].max()
-    conns["findings"] = conns["uid"].map(kinds).fillna("")
-    conns["worst_severity"] = conns["uid"].map(worst).map(dict(enumerate(detectors.SEVERITIES))).fillna("")
+    names = dict(enumerate(detectors.SEVERITIES))
+    kinds_of, worst_of = kinds.to_dict(), {uid: names[int(r)] for uid, r in worst.items()}
+    conns["findings"] = [kinds_of.get(u, "") for u in conns["uid"]]
+    conns["worst_severity"] = [worst_of.get(u, "") for u in conns["uid"]]
 
 
 def _merge(acc: CaptureFacts | None, facts: CaptureFacts) -> CaptureFacts:
@@ -121,4 +180,4 @@ def _table(parts: list[np.ndarray], names: list[str], uid_of: pd.Series) -> pd.D
     return df
 
 
-__all__ = ["analyze", "Params", "Report", "CaptureError", "Notice"]
+__all__ = ["Analysis", "CaptureError", "Notice", "Params", "Report", "analyze"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from .model import CaptureFacts
@@ -51,12 +52,15 @@ class Report:
         conns = self.connections
         when = self.capture.last_ns if ns is None else ns
         live = conns[conns["first_ns"] <= when]
+        if live.empty:  # no connection (yet): string columns of an empty frame are not strings
+            return pd.DataFrame(columns=["host", "role", "service", *LISTED, "total"])
         tr = self.transitions[self.transitions["ts_ns"] <= when]
         rows = []
         for role, endpoint, host in (("client", "orig", "orig_h"), ("server", "resp", "resp_h")):
             initial = live["started"].map({"syn": "CLOSED"}).fillna("UNKNOWN")
             ends = tr[tr["endpoint"] == endpoint].groupby("conn")["to_state"].last()
-            state = live["conn"].map(ends).fillna(initial)
+            mapped = live["conn"].map(ends)
+            state = pd.Series(np.where(mapped.isna(), initial, mapped.astype(object)), index=live.index)
             service = live["resp_h"].map(_bracket) + ":" + live["resp_p"].astype(str)
             rows.append(pd.DataFrame({"host": live[host], "role": role, "service": service, "state": state}))
         every = pd.concat(rows, ignore_index=True)
