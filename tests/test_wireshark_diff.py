@@ -124,3 +124,28 @@ def test_sequence_analysis_agrees_with_wireshark(capsys: pytest.CaptureFixture[s
     assert not absent, f"no capture exercises {absent}"
     low = {k: v for k, v in scores.items() if k in MUST and min(v) < MIN_SCORE}
     assert not low, f"below {MIN_SCORE}: {low}"
+
+
+def test_ack_rtt_matches_wireshark(capsys: pytest.CaptureFixture[str]) -> None:
+    """tcp.analysis.ack_rtt and tcp.analysis.acks_frame, per ACK, on the scenario captures and HTTP traces."""
+    paths = [p for p in captures() if p.stat().st_size < 1_000_000
+             and (CORPUS not in p.parents or p.parent.name in ("tcp", "http"))]
+    total = agree = 0
+    for path in paths:
+        out = subprocess.run(["tshark", "-n", "-r", str(path), "-T", "fields", "-e", "frame.number", "-e",
+                              "tcp.analysis.ack_rtt", "-e", "tcp.analysis.acks_frame"],
+                             capture_output=True, text=True, check=False).stdout
+        ws = {}
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3 and parts[1] and "," not in parts[1]:
+                ws[int(parts[0])] = (float(parts[1]), int(parts[2]))
+        ev = analyze(path, params=Params(checksums=False), keep_segments=True).events
+        ev = ev[ev["kind"].astype(str) == "ack_rtt"]
+        ours = {int(f): (v / 1e9, int(r)) for f, v, r in zip(ev["frame"], ev["value"], ev["ref_frame"])}
+        total += len(ws)
+        agree += sum(1 for f, (rtt, acked) in ws.items()
+                     if f in ours and ours[f][1] == acked and abs(ours[f][0] - rtt) < 1e-6)
+    with capsys.disabled():
+        print(f"\nack_rtt: {agree}/{total} of Wireshark's per-ACK RTTs matched (value and acknowledged frame)")
+    assert total and agree / total >= MIN_SCORE
