@@ -49,6 +49,11 @@ test: sysdeps $(STAMP) $(NUMBA_STAMP)
 bench: sysdeps $(STAMP) $(NUMBA_STAMP)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
+# Mutation fuzzing of the readers, decoder and whole pipeline, seeded with pcaps/ and ../shared/corpus/zeek;
+# crashing inputs land in tests/regressions/ (FUZZ_SECONDS=600 by default, FUZZ_SEED to repeat a run).
+fuzz: $(STAMP) $(NUMBA_STAMP)
+	$(BIN)/python scripts/fuzz.py --seconds $${FUZZ_SECONDS:-600} $${FUZZ_SEED:+--seed $$FUZZ_SEED}
+
 screenshots: $(STAMP)
 	$(BIN)/python scripts/screenshot.py reports/showcase.html reports/showcase.png
 

@@ -17,6 +17,7 @@ import io
 import os
 import struct
 import sys
+import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import BinaryIO
@@ -40,6 +41,10 @@ BYTE_ORDER_MAGIC = 0x1A2B3C4D
 IDB, PB, SPB, EPB = 0x00000001, 0x00000002, 0x00000003, 0x00000006
 OPT_COMMENT, IF_NAME, IF_DESCRIPTION, IF_TSRESOL, IF_TSOFFSET = 1, 2, 3, 9, 14
 MAX_BLOCK = 64 << 20  # a larger block length is corruption, not data
+NO_TS = -(1 << 63)  # a Simple Packet Block's timestamp: none (the previous frame's is used)
+TS_LIMIT = 1 << 62  # timestamps are clamped to +-2**62 ns (year 2116) so arithmetic on them cannot overflow
+# A frame stamped this long after the analysis runs is "far in the future": no drifting clock is that wrong.
+FUTURE_SLACK_NS = 20 * 365 * 86400 * NS
 
 
 @numba.njit(cache=True, nogil=True)
@@ -78,14 +83,29 @@ def scan_pcap(buf: npt.NDArray[np.uint8], pos: int, end: int, big: bool, hdr_len
 
 @numba.njit(cache=True, nogil=True)
 def _pcapng_ts(raw: int, res_kind: int, res: int, off_ns: int) -> int:
-    # res_kind 0: 10**-res seconds per unit; 1: 2**-res seconds per unit
+    # res_kind 0: 10**-res seconds per unit; 1: 2**-res seconds per unit. raw is 64 bits: a value past 2**63
+    # (negative here) or one whose nanoseconds would overflow is clamped to TS_LIMIT, reported as future.
+    limit = np.int64(1) << 62
+    if raw < 0:
+        return limit
     if res_kind == 0:
         if res <= 9:
-            return raw * 10 ** (9 - res) + off_ns
-        return raw // 10 ** (res - 9) + off_ns
-    whole = raw >> res
-    frac = raw - (whole << res)
-    return whole * 1_000_000_000 + (frac * 1_000_000_000 >> res) + off_ns
+            mult = np.int64(10) ** (9 - res)
+            if raw > limit // mult:
+                return limit
+            ns = raw * mult
+        else:
+            ns = raw // np.int64(10) ** (res - 9)
+    else:
+        whole = raw >> res
+        if whole > limit // 1_000_000_000:
+            return limit
+        frac = raw - (whole << res)
+        if res <= 33:
+            ns = whole * 1_000_000_000 + ((frac * 1_000_000_000) >> res)
+        else:  # frac * 10**9 would overflow: drop the bits finer than 2**-33 s first
+            ns = whole * 1_000_000_000 + (((frac >> (res - 33)) * 1_000_000_000) >> 33)
+    return max(-limit, min(limit, ns + off_ns))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -93,13 +113,15 @@ def scan_pcapng(buf: npt.NDArray[np.uint8], pos: int, end: int, big: bool, if_li
                 if_res_kind: npt.NDArray[np.int64], if_res: npt.NDArray[np.int64], if_off: npt.NDArray[np.int64],
                 snap0: int, limit: int, offset: npt.NDArray[np.int64], caplen: npt.NDArray[np.int32],
                 wirelen: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
-                link: npt.NDArray[np.int32]) -> tuple[int, int, int]:
+                link: npt.NDArray[np.int32], trail: npt.NDArray[np.int64]) -> tuple[int, int, int]:
     """Walk Enhanced/Simple/obsolete Packet Blocks from pos; stop at any other block for the Python side.
 
     snap0 is interface 0's snaplen (0: none), which with the original length gives a Simple Packet Block's
     captured length (its data is padded to 32 bits).
     status 0: limit or end reached; 1: the next block is cut by `end`; 2: corrupt block length;
     3: a block the caller must handle (interface, section, comments...); 4: unknown interface id.
+    trail counts packet blocks whose trailing total length disagrees with the leading one ([count, index of
+    the first in this call or -1]); the leading length is followed.
     """
     n = 0
     n_if = len(if_link)
@@ -114,6 +136,10 @@ def scan_pcapng(buf: npt.NDArray[np.uint8], pos: int, end: int, big: bool, if_li
             return n, pos, 2
         if pos + blen > end:
             return n, pos, 1
+        if (btype == 6 or btype == 2 or btype == 3) and _u32(buf, pos + blen - 4, big) != blen:
+            trail[0] += 1
+            if trail[1] < 0:
+                trail[1] = n
         if btype == 6 or btype == 2:
             if blen < 32:
                 return n, pos, 2
@@ -138,7 +164,7 @@ def scan_pcapng(buf: npt.NDArray[np.uint8], pos: int, end: int, big: bool, if_li
             cap = min(wire, blen - 16)
             if snap0 > 0:  # the captured length is the smaller of the original length and interface 0's snaplen
                 cap = min(cap, snap0)
-            ts[n] = -1  # no timestamp: the caller fills in the previous frame's
+            ts[n] = -(np.int64(1) << 63)  # NO_TS: the caller fills in the previous frame's
             caplen[n] = cap
             wirelen[n] = wire
             offset[n] = pos + 12
@@ -187,6 +213,10 @@ class Capture:
         self.frame = 0
         self.last_ts = 0
         self._sizes = np.empty(0, np.int64)
+        self._tallies: dict[str, tuple[int, int, int]] = {}
+        self._stream_error = ""
+        self._trail = np.array([0, -1], np.int64)
+        self._future_ns = time.time_ns() + FUTURE_SLACK_NS
 
     # --- buffer ------------------------------------------------------------------------------------------
     def _fill(self, need: int) -> bool:
@@ -202,7 +232,7 @@ class Capture:
             try:
                 chunk = read(max(CHUNK, need - have))
             except (OSError, EOFError, gzip.BadGzipFile) as err:
-                self._notice(0, "truncated_file", f"reading stopped: {err}")
+                self._stream_error = str(err) or type(err).__name__  # reported with the frame it cut
                 chunk = b""
             if not chunk:
                 self.eof = True
@@ -216,15 +246,32 @@ class Capture:
     def _notice(self, frame: int, kind: str, message: str) -> None:
         self.facts.notices.append(Notice(frame, kind, message))
 
+    def _tally(self, kind: str, count: int, first: int, what: str) -> None:
+        """One notice per kind however often it happens: a running count and the first frame."""
+        if count <= 0:
+            return
+        prev = self._tallies.get(kind)
+        if prev is None:
+            total, frame, index = count, first, len(self.facts.notices)
+            self.facts.notices.append(Notice(0, kind, ""))
+        else:
+            total, frame, index = prev[0] + count, min(prev[1], first), prev[2]
+        self._tallies[kind] = (total, frame, index)
+        self.facts.notices[index] = Notice(frame, kind, f"{total} {'frame' if total == 1 else 'frames'} {what} "
+                                                        f"(first: frame {frame})")
+
     def _cut(self, what: str) -> None:
         left = len(self.buf) - self.pos
+        why = f"; reading stopped: {self._stream_error}" if self._stream_error else ""
         self._notice(self.frame + 1, "truncated_file",
-                     f"capture ends inside {what} (frame {self.frame + 1}, {left} bytes left): "
+                     f"capture ends inside {what} (frame {self.frame + 1}, {left} bytes left{why}): "
                      f"analysed the {self.frame} frames before the cut")
 
     # --- iteration ---------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[FrameBatch]:
         if not self._fill(4):
+            if self._stream_error:
+                raise CaptureError(f"{self.facts.source}: unreadable compressed stream ({self._stream_error})")
             raise CaptureError(f"{self.facts.source}: empty file" if not self.buf
                                else f"{self.facts.source}: too short to be a capture")
         magic_le = struct.unpack_from("<I", self.buf, self.pos)[0]
@@ -247,8 +294,8 @@ class Capture:
                caplen: npt.NDArray[np.int32], wirelen: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
                link: npt.NDArray[np.int32]) -> FrameBatch:
         ts = ts[:n].copy()
-        if n and (ts < 0).any():  # Simple Packet Blocks carry no time: use the previous frame's
-            idx = np.where(ts >= 0, np.arange(n), -1)
+        if n and (ts == NO_TS).any():  # Simple Packet Blocks carry no time: use the previous frame's
+            idx = np.where(ts != NO_TS, np.arange(n), -1)
             np.maximum.accumulate(idx, out=idx)
             ts = np.where(idx >= 0, ts[np.maximum(idx, 0)], self.last_ts)
         frames = np.arange(self.frame + 1, self.frame + n + 1, dtype=np.int64)
@@ -268,13 +315,26 @@ class Capture:
         facts.bytes_captured += int(batch.caplen.sum())
         facts.first_ns = min(facts.first_ns, int(batch.ts_ns.min()))
         facts.last_ns = max(facts.last_ns, int(batch.ts_ns.max()))
+        prev = np.concatenate([[self.last_ts if self.frame else batch.ts_ns[0]], batch.ts_ns[:-1]])
         self.last_ts = int(batch.ts_ns[-1])
         self.frame += n
-        over = batch.wirelen < batch.caplen
-        if over.any():
-            first = int(batch.frame[np.argmax(over)])
-            self._notice(first, "caplen_over_wirelen",
-                         f"{int(over.sum())} frames claim more captured bytes than were on the wire (first: {first})")
+        checks = [
+            ("caplen_over_wirelen", batch.wirelen < batch.caplen, "claim more captured bytes than were on the wire"),
+            ("empty_record", batch.caplen == 0, "are records with no captured bytes (skipped)"),
+            # Several pcapng interfaces interleave their frames in arrival order: only one interface's frames
+            # must be in time order.
+            ("timestamp_backwards", (batch.ts_ns < prev) & (len(facts.interfaces) == 1), ("are stamped earlier than the frame before them "
+                                                         "(analysed in file order)")),
+            ("timestamp_future", batch.ts_ns > self._future_ns, ("are stamped more than 20 years after the time of "
+                                                                "analysis (clock wrong or header corrupt)")),
+        ]
+        snaps = [i.snaplen for i in facts.interfaces]
+        if snaps and min(snaps) > 0:  # a snap length of 0 means none
+            checks.append(("caplen_over_snaplen", batch.caplen > max(snaps),
+                           f"hold more bytes than the snap length ({max(snaps)}): the header lies"))
+        for kind, bad, what in checks:
+            if bad.any():
+                self._tally(kind, int(bad.sum()), int(batch.frame[np.argmax(bad)]), what)
 
     # --- classic pcap ------------------------------------------------------------------------------------
     def _pcap(self, big: bool) -> Iterator[FrameBatch]:
@@ -310,6 +370,10 @@ class Capture:
             return True
         if status == 1 or len(self.buf) > self.pos:
             self._cut(what)
+        elif self._stream_error:  # the compressed stream broke off exactly between two records
+            self._notice(self.frame + 1, "truncated_file",
+                         f"compressed capture cut short before frame {self.frame + 1} (reading stopped: "
+                         f"{self._stream_error}): analysed the {self.frame} frames before the cut")
         return False
 
     # --- pcapng ------------------------------------------------------------------------------------------
@@ -328,8 +392,13 @@ class Capture:
                 data, self.pos, len(data), big, np.array(links, np.int32), np.array(res_kind, np.int64),
                 np.array(res, np.int64), np.array(offs, np.int64),
                 self.facts.interfaces[len(self.facts.interfaces) - len(links)].snaplen if links else 0,
-                self.batch_frames, *out)
+                self.batch_frames, *out, self._trail)
             self.pos = pos
+            if self._trail[0]:
+                self._tally("block_length_mismatch", int(self._trail[0]), self.frame + 1 + int(self._trail[1]),
+                            "are in pcapng blocks whose trailing total length disagrees with the leading one "
+                            "(the leading length was followed)")
+                self._trail[:] = (0, -1)
             if n:
                 yield self._batch(data, n, *out)
             if status == 2:
@@ -359,6 +428,10 @@ class Capture:
                     self._cut("a pcapng block")
                     return
                 block = bytes(self.buf[self.pos:self.pos + blen])
+                if struct.unpack_from(">I" if big else "<I", block, blen - 4)[0] != blen:
+                    self._notice(self.frame + 1, "block_length_mismatch",
+                                 f"pcapng block before frame {self.frame + 1}: trailing total length disagrees "
+                                 f"with the leading {blen} (the leading length was followed)")
                 self.pos += blen
                 self._block(block, big, links, res_kind, res, offs)
                 continue
@@ -390,7 +463,7 @@ class Capture:
                 elif code == IF_TSRESOL and value:
                     kind, exp = _tsresol(value)
                 elif code == IF_TSOFFSET and len(value) >= 8:
-                    off = struct.unpack_from(e + "q", value)[0] * NS
+                    off = max(-TS_LIMIT, min(TS_LIMIT, struct.unpack_from(e + "q", value)[0] * NS))
                 elif code == OPT_COMMENT:
                     self.facts.comments.append(_text(value))
             if (kind == 0 and exp > 18) or (kind == 1 and exp > 62):

@@ -31,11 +31,21 @@ SUPPORTED_LINKTYPES = {
 }
 
 # Result codes per frame.
-OK, NON_IP, NON_TCP, FRAGMENT, CUT_HEADERS, BAD_IP, BAD_LINK, BAD_TCP, TOO_DEEP = range(9)
+OK, NON_IP, NON_TCP, FRAGMENT, CUT_HEADERS, BAD_IP, BAD_LINK, BAD_TCP, TOO_DEEP, BAD_IP6_EXT = range(10)
 SKIP_REASONS = {NON_IP: "not IP", NON_TCP: "IP but not TCP", CUT_HEADERS: "headers cut by the snap length",
                 BAD_IP: "malformed IP header", BAD_LINK: "unsupported link type or frame",
                 BAD_TCP: "malformed TCP header", TOO_DEEP: "too many nested tunnels",
-                FRAGMENT: "IP fragments never completed"}
+                FRAGMENT: "IP fragments never completed",
+                BAD_IP6_EXT: "malformed IPv6 extension header chain"}
+# Frames skipped for a lying header, and segments kept despite one: one notice per kind, with a running count.
+HEADER_NOTICES = {
+    BAD_IP: ("bad_ip_header", ("with a malformed IP header (IPv4 IHL below 5, version or total length wrong) "
+                              "skipped")),
+    BAD_IP6_EXT: ("bad_ip_header", ("with an IPv6 extension header chain that overruns the packet or does not end "
+                                   "skipped")),
+    BAD_TCP: ("bad_tcp_header", ("with a malformed TCP header (data offset below 5 or past the packet end) "
+                                "skipped")),
+}
 
 TUNNEL_NAMES = ["", "IP-in-IP", "GRE", "VXLAN", "Geneve", "GTP-U", "Teredo", "AYIYA", "ERSPAN"]
 T_IPIP, T_GRE, T_VXLAN, T_GENEVE, T_GTP, T_TEREDO, T_AYIYA, T_ERSPAN = range(1, 9)
@@ -468,6 +478,8 @@ def _frame(d: npt.NDArray[np.uint8], start: int, cap: int, wire: int, lt: int, c
             proto = np.int64(d[p + 6])
             l4 = p + 40
             for _ in range(8):  # extension headers
+                if l4 > ip_end:
+                    break  # the chain ran past the packet: reported below
                 if proto in (0, 43, 60, 135, 139, 140):
                     if l4 + 2 > cend:
                         o[O_CODE] = CUT_HEADERS
@@ -487,6 +499,9 @@ def _frame(d: npt.NDArray[np.uint8], start: int, cap: int, wire: int, lt: int, c
                     break
                 else:
                     break
+            if l4 > ip_end or (not frag and proto in (0, 43, 60, 135, 139, 140, 51)):
+                o[O_CODE] = BAD_IP6_EXT  # the chain runs past the packet, or is longer than 8 headers
+                return
         if frag:
             o[O_CODE] = FRAGMENT
             o[O_FRAG_IP] = ip
@@ -590,6 +605,7 @@ class Decoder:
         self.notices: list[Notice] = []
         self._frags: dict[tuple[int, bytes, bytes, int], _Fragments] = {}
         self._warned: set[str] = set()
+        self._tallies: dict[str, tuple[int, int, int]] = {}
 
     def decode(self, batch: FrameBatch) -> SegmentTable:
         """The TCP segments of one batch, in frame order."""
@@ -607,10 +623,36 @@ class Decoder:
                 ts = np.concatenate([ts, extra_ts])
                 codes = out[:, O_CODE]
         self._count(codes, batch)
+        self._header_notices(codes, frames, out)
         ok = np.flatnonzero(codes == OK)
         if len(ok) and len(ok) != len(codes) and len(frames) > n:
             ok = ok[np.argsort(frames[ok], kind="stable")]
         return self._table(out[ok], frames[ok], ts[ok])
+
+    def _tally(self, kind: str, count: int, first: int, what: str) -> None:
+        """One notice per kind however often it happens: a running count and the first frame."""
+        prev = self._tallies.get(kind)
+        if prev is None:
+            total, frame, index = count, first, len(self.notices)
+            self.notices.append(Notice(0, kind, ""))
+        else:
+            total, frame, index = prev[0] + count, min(prev[1], first), prev[2]
+        self._tallies[kind] = (total, frame, index)
+        self.notices[index] = Notice(frame, kind, f"{total} {'frame' if total == 1 else 'frames'} {what} "
+                                                  f"(first: frame {frame})")
+
+    def _header_notices(self, codes: npt.NDArray[np.int64], frames: npt.NDArray[np.int64],
+                        out: npt.NDArray[np.int64]) -> None:
+        """Lying headers: the frames skipped for one, and the segments kept with malformed TCP options."""
+        for code, (kind, what) in HEADER_NOTICES.items():
+            bad = codes == code
+            if bad.any():
+                self._tally(kind, int(bad.sum()), int(frames[bad].min()), what)
+        opt = (codes == OK) & (out[:, O_OPTERR] != 0)
+        if opt.any():
+            self._tally("bad_tcp_option", int(opt.sum()), int(frames[opt].min()),
+                        "with a malformed TCP option (length 0 or 1, wrong for its kind, or past the header): "
+                        "options read up to it, the segment analysed")
 
     def _count(self, codes: npt.NDArray[np.int64], batch: FrameBatch) -> None:
         counts = np.bincount(codes, minlength=len(SKIP_REASONS) + 1)

@@ -28,6 +28,12 @@ from .report import Report
 from .writers import atomic_output
 
 HEAD, TAIL = 300, 100  # segments embedded per connection, besides those with events or transitions
+UNPINNED = ("ack_rtt", "data_after_peer_fin")  # per-ACK measurements and internal marks: not drawn as events
+
+
+def _pinned(events: pd.DataFrame) -> pd.DataFrame:
+    """The events worth a marker on the ladder (Wireshark's expert flags)."""
+    return events[~events["kind"].astype(str).isin(UNPINNED)]
 STATE_ROWS = 100  # rows of the end-of-capture socket table (the busiest host/service pairs first)
 
 LINKTYPES = {0: "BSD loopback", 1: "Ethernet", 12: "raw IP", 14: "raw IP", 101: "raw IP", 108: "OpenBSD loopback",
@@ -108,7 +114,7 @@ def _segments(report: Report, index: dict[int, int], base_ns: dict[int, int]) ->
     # Which segments to keep: head, tail, and any with an event or a state transition.
     rank = pk.groupby("conn", sort=False).cumcount().to_numpy()
     size = pk.groupby("conn", sort=False)["frame"].transform("size").to_numpy()
-    marked = set(report.events["frame"].tolist()) if not report.events.empty else set()
+    marked = set(_pinned(report.events)["frame"].tolist()) if not report.events.empty else set()
     marked |= set(report.transitions["frame"].tolist())
     keep = (rank < HEAD) | (rank >= size - TAIL) | pk["frame"].isin(marked).to_numpy()
     length = pk["len"].to_numpy(np.int64)
@@ -259,7 +265,7 @@ def build_data(report: Report) -> dict[str, Any]:
 
     events: dict[str, list[list[Any]]] = {}
     if not report.events.empty:
-        ev_df = report.events.sort_values(["conn", "frame"], kind="stable")
+        ev_df = _pinned(report.events).sort_values(["conn", "frame"], kind="stable")
         for c, frame, d, kind, value, ref in zip(*(ev_df[k].tolist() for k in ("conn", "frame", "dir", "kind", "value",
                                                                                "ref_frame"))):
             if c in index:

@@ -81,6 +81,7 @@ class Analysis:
         self.tracker.finish()
         self.decoder.finish()
         facts.notices.extend(self.decoder.notices)
+        facts.notices.extend(self.tracker.notices)
         report = build_report(facts, self.tracker, self.decoder.tunnels, self.decoder.skipped, self.segments)
         if detect:
             report.findings = detectors.run(report, settings, only)
@@ -97,6 +98,7 @@ class Analysis:
                                     notices=[*facts.notices, *self.decoder.notices])
         tracker = _tracker_copy(self.tracker)
         tracker.finish()
+        facts.notices.extend(tracker.notices)
         report = build_report(facts, tracker, list(self.decoder.tunnels), Counter(self.decoder.skipped),
                               self.segments)
         if detect:

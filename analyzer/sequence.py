@@ -34,7 +34,8 @@ KINDS = ("", "retransmission", "fast_retransmission", "spurious_retransmission",
 (K_RETRANS, K_FAST, K_SPURIOUS, K_OOO, K_LOST, K_ACK_LOST, K_DUPACK, K_WIN_FULL, K_WIN_UPDATE, K_ZERO_WIN,
  K_ZWP, K_ZWP_ACK, K_KEEPALIVE, K_KEEPALIVE_ACK) = range(1, 15)
 K_DATA_AFTER_FIN = 15  # not Wireshark's: the first data a side sends after its peer's FIN (value: its bytes)
-EVENT_NAMES = (*KINDS, "data_after_peer_fin")
+K_ACK_RTT = 16  # tcp.analysis.ack_rtt: value = time from the segment to the ACK that acknowledges it exactly
+EVENT_NAMES = (*KINDS, "data_after_peer_fin", "ack_rtt")
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 FAST_RETRANS_NS = 20_000_000  # a retransmission within 20 ms of the peer's duplicate ACKs is "fast"
@@ -42,15 +43,17 @@ OOO_DEFAULT_NS = 3_000_000  # out-of-order window when the handshake RTT is unkn
 
 # Per-direction fields (two blocks per slot), then per-slot fields.
 (D_SEEN, D_NEXTSEQ, D_NEXTSEQ_NS, D_NEXTSEQ_FRAME, D_MAXTOACK, D_LASTACK, D_LASTACK_NS, D_WINDOW, D_WIN_SYN,
- D_WSCALE, D_DUPACKS, D_LASTNONDUP, D_LASTKINDS, D_FIN_NS, D_DATA_AFTER_FIN, D_BASE_SEQ) = range(16)
-DW = 16
+ D_WSCALE, D_DUPACKS, D_LASTNONDUP, D_LASTKINDS, D_FIN_NS, D_DATA_AFTER_FIN, D_BASE_SEQ, D_RING_POS) = range(17)
+RING = 16  # the last segments sent in a direction, waiting for their ACK (Wireshark keeps up to 1000)
+D_RING = 17  # RING entries of (next sequence number, time, frame)
+DW = D_RING + 3 * RING
 S_CONN, S_FIRST_RTT, S_SYN_NS = 2 * DW, 2 * DW + 1, 2 * DW + 2
 WIDTH = 2 * DW + 3
 # Event columns.
 EV_FRAME, EV_CONN, EV_DIR, EV_KIND, EV_VALUE, EV_REF, EV_LEN, EV_SEQ, EV_NS = range(9)
 EV_WIDTH = 9
 EV_NAMES = ["frame", "conn", "dir", "kind", "value", "ref_frame", "len", "seq", "ts_ns"]
-MAX_EVENTS_PER_SEGMENT = 12  # every kind a single segment can carry at once, at most
+MAX_EVENTS_PER_SEGMENT = 13  # every kind a single segment can carry at once, at most
 UNSET = -1
 
 
@@ -91,8 +94,11 @@ def _emit(ev, n, frame, conn, d, kind, value, ref, ln, sq, now) -> int:  # type:
 
 
 @njit(cache=True)
-def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st, ev):  # type: ignore[no-untyped-def]
-    """Analyse one batch; events go to ev (grown by the caller if the returned count exceeds its size)."""
+def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st, ev, rtt):  # type: ignore[no-untyped-def]
+    """Analyse one batch; events go to ev (sized by the caller: MAX_EVENTS_PER_SEGMENT per segment).
+
+    rtt: also emit an ack_rtt event for every ACK that acknowledges a recent segment exactly.
+    """
     n = 0
     for i in range(len(slot)):
         s, c = slot[i], conn[i]
@@ -197,4 +203,22 @@ def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st
         st[s, f + D_LASTACK] = ak
         st[s, f + D_LASTACK_NS] = now
         st[s, f + D_LASTKINDS] = kinds
+        # ACK RTT: this segment's ACK against the peer's recent segments; then remember this one's end.
+        if fl & ACK:
+            for k in range(RING):
+                e = r + D_RING + 3 * k
+                end = st[s, e]
+                if end == 0:
+                    continue
+                if end == ak:
+                    if rtt:
+                        n = _emit(ev, n, fr, c, d, K_ACK_RTT, now - st[s, e + 1], st[s, e + 2], ln, sq, now)
+                    st[s, e] = 0
+                elif not _gt(end, ak):
+                    st[s, e] = 0  # acknowledged by a later ACK: no longer waiting
+        if ln > 0 or fl & (SYN | FIN):
+            k = st[s, f + D_RING_POS]
+            e = f + D_RING + 3 * k
+            st[s, e], st[s, e + 1], st[s, e + 2] = nxt, now, fr
+            st[s, f + D_RING_POS] = (k + 1) % RING
     return n

@@ -4,6 +4,11 @@ Memory follows live connections: after every batch, connections that no later pa
 past the timeout, or ended and past Zeek's close delay) are retired from the state matrix and their slots
 reused. Retirement uses exactly the engine's own "a new connection starts here" rule, and timers are run to
 their natural expiry and clipped to the capture's end later, so results do not depend on batch size.
+
+Half-open attempts (a SYN, perhaps answered, whose handshake never completed, with no data, FIN or RST) stay
+live until the idle timeout, so a SYN flood from random sources would grow the table without bound. At most
+MAX_HALF_OPEN of them are kept: past that the oldest (by last packet) are aged out, dropped with everything
+collected about them, and counted in a `half_open_aged_out` notice. Captures below the bound are unaffected.
 """
 
 from __future__ import annotations
@@ -15,14 +20,36 @@ import numpy.typing as npt
 
 from . import engine, sequence
 from .flows import FlowTable
-from .layout import C_CONN, C_LAST_NS, C_SLOT, HIST_MAX, NONE, ROW, T_FIELDS
-from .segments import SegmentTable
+from .layout import (
+    C_CONN,
+    C_FIRST_FRAME,
+    C_HS_ACK_NS,
+    C_LAST_NS,
+    C_ORIG_IS_A,
+    C_SLOT,
+    C_START,
+    E_DATA_PKTS,
+    E_FIN_NS,
+    E_RST_NS,
+    EP0,
+    EP1,
+    HIST_MAX,
+    NONE,
+    ROW,
+    START_SYN,
+    T_CONN,
+    T_FIELDS,
+)
+from .model import Notice
+from .segments import SegmentTable, format_addr
 from .tcpstate import TABLE
 from .zeekconn import likely_server_ports
 
 NS = 1_000_000_000
 FOREVER = 1 << 62  # "run timers to their natural end": clipped to the capture's end when reported
 TR_ROWS, DONE_ROWS = 1 << 16, 1 << 13
+MAX_HALF_OPEN = 10_000  # live half-open attempts kept (Linux's own SYN backlog is far smaller)
+SYN_SPLIT = 8192  # a batch with more bare SYNs than this is fed in parts, so aging out acts between them
 # Columns of the control-segment table (SYN, FIN and RST segments), which the detectors read.
 CT_CONN, CT_DIR, CT_FRAME, CT_NS, CT_FLAGS, CT_SEQ, CT_ACK, CT_LEN, CT_WIN, CT_TSVAL, CT_CSUM = range(11)
 CT_WIDTH = 11
@@ -75,9 +102,24 @@ class Tracker:
         self.control: list[npt.NDArray[np.int64]] = []  # CT_* rows: every SYN, FIN and RST segment
         self.keep_segments = keep_segments  # every segment's SG_* row, for the HTML report's ladders
         self.segment_rows: list[npt.NDArray[np.int64]] = []
+        self.max_half_open = MAX_HALF_OPEN
+        self.aged_out = 0  # half-open attempts dropped from the live table
+        self.aged_first_frame = 0
+        self.aged_targets: dict[str, int] = {}  # server ip:port -> attempts aged out
+        self.notices: list[Notice] = []
 
     def feed(self, seg: SegmentTable) -> None:
         """Run one batch of segments through the engine."""
+        n = len(seg)
+        if n > SYN_SPLIT and int(((seg.flags & 0x12) == 0x02).sum()) > SYN_SPLIT:
+            # A flood of new attempts: feed it in parts (results do not depend on batch size) so the live
+            # table is aged out between them instead of growing by a whole batch of attempts.
+            for i in range(0, n, SYN_SPLIT):
+                self._feed(seg.take(np.arange(i, min(n, i + SYN_SPLIT))))
+            return
+        self._feed(seg)
+
+    def _feed(self, seg: SegmentTable) -> None:
         n = len(seg)
         if n == 0:
             return
@@ -99,6 +141,7 @@ class Tracker:
         self._analyse(seg, slots)
         self.last_ns = max(self.last_ns, int(seg.ts_ns.max()))
         self._retire(self.last_ns)
+        self._age_out()
 
     def _analyse(self, seg: SegmentTable, slots: npt.NDArray[np.int64]) -> None:
         """Wireshark's sequence analysis over the batch, and the control segments the detectors read."""
@@ -106,7 +149,8 @@ class Tracker:
         ev = np.empty((sequence.MAX_EVENTS_PER_SEGMENT * n + 16, sequence.EV_WIDTH), np.int64)
         k = sequence.run(slots, self.seg_conn, self.seg_dir, seg.frame, seg.ts_ns, seg.flags.astype(np.int64),
                          seg.seq.astype(np.int64), seg.ack.astype(np.int64), seg.win.astype(np.int64),
-                         seg.payload_len.astype(np.int64), seg.wscale.astype(np.int64), self.seq_st, ev)
+                         seg.payload_len.astype(np.int64), seg.wscale.astype(np.int64), self.seq_st, ev,
+                         self.keep_segments)
         if k:
             self.seq_events.append(ev[:k].copy())
         ctl = np.flatnonzero(seg.flags & 0x07)
@@ -135,6 +179,68 @@ class Tracker:
         """End of capture: every live connection is finished with its state as of now."""
         live = np.flatnonzero(self.st[: self.flows.used, C_CONN] != NONE)
         self._drain(live)
+        if self.aged_out:
+            top = sorted(self.aged_targets.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+            where = ", ".join(f"{n} to {t}" for t, n in top)
+            self.notices = [n for n in self.notices if n.kind != "half_open_aged_out"]
+            self.notices.append(Notice(
+                self.aged_first_frame, "half_open_aged_out",
+                f"{self.aged_out} half-open connection attempts aged out of the live table (it keeps at most "
+                f"{self.max_half_open}; oldest first): counted here, not listed as connections ({where}); "
+                f"first: frame {self.aged_first_frame}"))
+
+    def _age_out(self) -> None:
+        """Keep at most max_half_open half-open attempts live: drop the oldest beyond that, and count them."""
+        st = self.st[: self.flows.used]
+        half = ((st[:, C_CONN] != NONE) & (st[:, C_START] == START_SYN) & (st[:, C_HS_ACK_NS] == NONE)
+                & (st[:, EP0 + E_RST_NS] == NONE) & (st[:, EP1 + E_RST_NS] == NONE)
+                & (st[:, EP0 + E_FIN_NS] == NONE) & (st[:, EP1 + E_FIN_NS] == NONE)
+                & (st[:, EP0 + E_DATA_PKTS] == 0) & (st[:, EP1 + E_DATA_PKTS] == 0))
+        cand = np.flatnonzero(half)
+        excess = len(cand) - self.max_half_open
+        if excess <= 0:
+            return
+        order = np.lexsort((st[cand, C_FIRST_FRAME], st[cand, C_LAST_NS]))
+        gone = cand[order[:excess]]
+        conns = st[gone, C_CONN].copy()
+        if not self.aged_out:
+            self.aged_first_frame = int(st[gone, C_FIRST_FRAME].min())
+        else:
+            self.aged_first_frame = min(self.aged_first_frame, int(st[gone, C_FIRST_FRAME].min()))
+        self.aged_out += len(gone)
+        self._count_targets(gone)
+        st[gone, C_CONN] = NONE
+        self.flows.release(gone.astype(np.int64))
+        self.seq_st[gone, sequence.S_CONN] = sequence.UNSET
+        self._forget(conns)
+
+    def _count_targets(self, slots: npt.NDArray[np.intp]) -> None:
+        """Per server ip:port, how many of these slots' attempts were aged out."""
+        keys = self.flows.keys[slots]
+        a_orig = self.st[slots, C_ORIG_IS_A] == 1
+        hi = np.where(a_orig, keys[:, 2], keys[:, 0])  # the responder is the other endpoint
+        lo = np.where(a_orig, keys[:, 3], keys[:, 1])
+        port = np.where(a_orig, keys[:, 4] & np.uint64(0xFFFF), keys[:, 4] >> np.uint64(16))
+        uniq, counts = np.unique(np.stack([hi, lo, port], axis=1), axis=0, return_counts=True)
+        for (h, l_, p), n in zip(uniq.tolist(), counts.tolist()):
+            addr = format_addr(h, l_)
+            name = f"[{addr}]:{p}" if ":" in addr else f"{addr}:{p}"
+            self.aged_targets[name] = self.aged_targets.get(name, 0) + n
+
+    def _forget(self, conns: npt.NDArray[np.int64]) -> None:
+        """Drop the transitions, events and control rows already collected for these connection ids."""
+        low = int(conns.min())
+        for name, col in (("transitions", T_CONN), ("control", CT_CONN), ("seq_events", sequence.EV_CONN),
+                          ("segment_rows", SG_CONN)):
+            parts = getattr(self, name)
+            kept = []
+            for part in parts:
+                if not len(part) or int(part[:, col].max()) < low:
+                    kept.append(part)
+                    continue
+                mask = np.isin(part[:, col], conns)
+                kept.append(part[~mask] if mask.any() else part)
+            setattr(self, name, [p for p in kept if len(p)])
 
     def _fit(self) -> None:
         """Grow the state matrix to the flow table's capacity."""
