@@ -88,7 +88,7 @@ def rst_after_half_close(ctx: Context) -> Iterator[Finding]:
     fins = ctl[(ctl["flags"] & FIN) != 0]
     first_fin = fins.drop_duplicates("uid").set_index("uid")
     first_rst = ctl[(ctl["flags"] & RST) != 0].drop_duplicates("uid").set_index("uid")
-    both = first_fin.join(first_rst, how="inner", lsuffix="_fin", rsuffix="_rst")
+    both = first_fin.add_suffix("_fin").join(first_rst.add_suffix("_rst"), how="inner")
     both = both[both["frame_rst"] > both["frame_fin"]]
     fin_by_dir = fins.drop_duplicates(["uid", "dir"]).set_index(["uid", "dir"])["frame"]
     events = ctx.events
