@@ -33,7 +33,14 @@ from analyzer.pipeline import Analysis, analyze
 TCPA = str(Path(sys.executable).with_name("tcpa"))
 SHOWCASE = Path(__file__).resolve().parents[1] / "pcaps" / "showcase.pcapng"
 HAVE_CAPTURE = os.geteuid() == 0 and shutil.which("dumpcap") is not None and shutil.which("tshark") is not None
-needs_capture = pytest.mark.skipif(not HAVE_CAPTURE, reason="needs root and dumpcap/tshark (apt-get install tshark)")
+
+needs_capture = pytest.mark.usefixtures("capture_possible")
+
+
+@pytest.fixture
+def capture_possible() -> None:
+    """Live tests run for real, never skipped: make test installs tshark and CI runs as root."""
+    assert HAVE_CAPTURE, "live tests need root and dumpcap/tshark (make test installs tshark)"
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -168,8 +175,7 @@ def tcpa_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = N
 # --- a real capture, compared with offline analysis of the saved file ---------------------------------------
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Traffic, tuple[int, str, str]]]:
-    if not HAVE_CAPTURE:
-        pytest.skip("needs root and dumpcap/tshark")
+    assert HAVE_CAPTURE, "live tests need root and dumpcap/tshark (make test installs tshark)"
     d = tmp_path_factory.mktemp("live")
     traffic = Traffic()
     live = Live("-i", "lo", "-f", traffic.bpf, "-w", "saved.pcap", "--format", "json", "-o", "live.json",
@@ -325,10 +331,9 @@ def _dumpcap_has_capabilities() -> bool:
 
 
 @needs_capture
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
 def test_no_permission_to_capture() -> None:
-    if _dumpcap_has_capabilities():
-        pytest.skip("dumpcap here has capture capabilities: an unprivileged user may capture")
+    assert shutil.which("setpriv"), "setpriv (util-linux) is needed to drop root for this test"
+    assert not _dumpcap_has_capabilities(), "dumpcap has capture capabilities here: nobody could capture"
     with tempfile.TemporaryDirectory(prefix="tcpa-nobody-") as home:  # pytest's tmp_path is root's alone
         os.chmod(home, 0o777)
         env = {**os.environ, "HOME": home, "NUMBA_CACHE_DIR": os.path.join(home, "numba")}
