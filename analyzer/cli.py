@@ -84,6 +84,26 @@ def _kinds(text: Optional[str]) -> Optional[list[str]]:
     return wanted
 
 
+def _write_outputs(report: Report, fmt: str, output: Optional[str], force: bool, limit: int, at_ns: Optional[int],
+                   conn_log: Optional[str], html: Optional[str]) -> None:
+    """What analyze and live write: the --format output (tables on the terminal), then conn.log and HTML."""
+    if fmt == "table":
+        from .terminal import render
+        if output and output != "-":
+            with writers.atomic_output(output, force) as fh:
+                render(report, Console(file=fh, highlight=False, width=200), limit, at_ns)
+        else:
+            render(report, Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200),
+                   limit, at_ns)
+    else:
+        writers.write(report, fmt, output or "-", force)
+    if conn_log:
+        writers.write(report, "zeek", conn_log, force)
+    if html:
+        from .html import write_html
+        write_html(report, html, force)
+
+
 @app.command("analyze")
 def analyze_cmd(
     captures: Annotated[list[str], typer.Argument(help="pcap / pcapng files (gzip is fine); '-' reads stdin", show_default=False)],
@@ -124,22 +144,7 @@ def analyze_cmd(
         report = _run(captures, params, batch_frames, quiet, settings=settings, only=_kinds(kinds),
                       keep_segments=html is not None)
         at_ns = parse_instant(at, report.capture.first_ns) if at else None
-        if fmt == "table":
-            console = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200)
-            if output and output != "-":
-                with writers.atomic_output(output, force) as fh:
-                    from .terminal import render
-                    render(report, Console(file=fh, highlight=False, width=200), limit, at_ns)
-            else:
-                from .terminal import render
-                render(report, console, limit, at_ns)
-        else:
-            writers.write(report, fmt, output or "-", force)
-        if conn_log:
-            writers.write(report, "zeek", conn_log, force)
-        if html:
-            from .html import write_html
-            write_html(report, html, force)
+        _write_outputs(report, fmt, output, force, limit, at_ns, conn_log, html)
     except CaptureError as exc:
         fail(exc, debug)
     except (OSError, ValueError, MemoryError) as exc:
@@ -230,21 +235,7 @@ def live_cmd(
 
         result = live.run(opts, console=err, on_ready=ready)
         report, failure = result.report, result.failure
-        if fmt == "table":
-            from .terminal import render
-            if output and output != "-":
-                with writers.atomic_output(output, force) as fh:
-                    render(report, Console(file=fh, highlight=False, width=200), limit, None)
-            else:
-                render(report, Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200),
-                       limit, None)
-        else:
-            writers.write(report, fmt, output or "-", force)
-        if conn_log:
-            writers.write(report, "zeek", conn_log, force)
-        if html:
-            from .html import write_html
-            write_html(report, html, force)
+        _write_outputs(report, fmt, output, force, limit, None, conn_log, html)
         if result.saved:
             err.print(f"tcpa: raw capture written to {result.saved}", markup=False)
     except CaptureError as exc:
