@@ -7,6 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEB_TOOLS := tshark tcpdump tcptrace chromium fonts-wqy-microhei nftables iproute2
+BENCH_TOOLS := tcpreplay
 CAPTURE ?= pcaps/showcase.pcapng
 
 .PHONY: run test venv sysdeps pcaps lab screenshots bench fuzz lint clean
@@ -47,6 +48,7 @@ test: sysdeps $(STAMP) $(NUMBA_STAMP)
 
 # tcpa against tcptrace and tshark on generated captures (bench/, cached); BENCH_ARGS="--sizes 2 --repeat 1"
 bench: sysdeps $(STAMP) $(NUMBA_STAMP)
+	@command -v tcpreplay >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_TOOLS) >/dev/null)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 # Mutation fuzzing of the readers, decoder and whole pipeline, seeded with pcaps/ and ../shared/corpus/zeek;

@@ -14,6 +14,7 @@ is also written, byte for byte, to the `-w` file, so `tcpa analyze` on that file
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import re
@@ -48,6 +49,7 @@ PERMISSION_HINT = ("run tcpa as root, or give dumpcap the capture capabilities "
 HEADER = 24  # the pcap file header: once it is on the pipe, dumpcap is capturing
 WAIT_S = 0.2  # longest wait on the pipe before the view gets a chance to refresh
 GATHER_S = 0.05  # batches are at least this far apart while packets keep coming
+BACKLOG = 1 << 30  # bytes read from the pipe and not yet analysed, at most (see Drain)
 PIPE_SIZE = 1 << 20  # the pipe's capacity (Linux's default limit for unprivileged users is 1 MiB)
 SNAPSHOT_MIN_S = 1.0  # snapshots (connections, states, findings) at most this often...
 SNAPSHOT_COST = 4.0  # ...and at most 1/SNAPSHOT_COST of the time
@@ -237,24 +239,79 @@ class Dumpcap:
 
 
 # --- the stream reader -------------------------------------------------------------------------------------
-class LiveCapture(Capture):
-    """A Capture over a pipe that delivers what has arrived instead of waiting for full chunks.
+class Drain(threading.Thread):
+    """Reads the pipe as fast as dumpcap writes it, into memory, so dumpcap never waits on the analysis.
 
-    Every byte read is also written to `tee` (the -w file). `on_wait` runs whenever the pipe has been quiet
-    for WAIT_S, so the caller can refresh its view and check its stop conditions.
+    dumpcap blocked on a full pipe stops emptying the kernel's capture buffer, and that buffer (charged per
+    packet, not per byte: 64 MiB holds well under a second of 100 000 small packets/s) then drops packets.
+    With this thread the analysis can fall behind for a while (a snapshot for the live view, a burst) and catch
+    up: the backlog waits here, up to BACKLOG bytes, beyond which the pipe and dumpcap's buffer take the strain.
+    Every byte read also goes to `tee` (the -w file) as it arrives.
     """
 
-    def __init__(self, fd: int, header: bytes, source: str, batch_frames: int, tee: IO[bytes] | None = None,
+    def __init__(self, fd: int, tee: IO[bytes] | None = None, limit: int = 0) -> None:
+        super().__init__(name="dumpcap-pipe", daemon=True)
+        self.fd, self.tee, self.limit = fd, tee, limit or BACKLOG
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.size = 0  # bytes waiting in chunks
+        self.peak = 0  # the largest backlog seen
+        self.eof = False
+        self.error = ""
+        self.cond = threading.Condition()
+
+    def run(self) -> None:
+        while True:
+            with self.cond:
+                while self.size >= self.limit:
+                    self.cond.wait()
+            try:
+                chunk = os.read(self.fd, CHUNK)
+            except OSError as err:
+                chunk, self.error = b"", str(err)
+            if chunk and self.tee is not None:
+                self.tee.write(chunk)
+            with self.cond:
+                if chunk:
+                    self.chunks.append(chunk)
+                    self.size += len(chunk)
+                    self.peak = max(self.peak, self.size)
+                else:
+                    self.eof = True
+                self.cond.notify_all()
+            if not chunk:
+                return
+
+    def take(self, want: int, timeout: float) -> bytes | None:
+        """About `want` bytes of what has arrived (at least one chunk), b"" at the end of the stream, or None
+        when nothing came within `timeout` seconds."""
+        with self.cond:
+            if not self.chunks and not self.eof:
+                self.cond.wait(timeout)
+            if not self.chunks:
+                return b"" if self.eof else None
+            parts, got = [], 0
+            while self.chunks and got < want:
+                parts.append(self.chunks.popleft())
+                got += len(parts[-1])
+            self.size -= got
+            self.cond.notify_all()
+        return b"".join(parts)
+
+
+class LiveCapture(Capture):
+    """A Capture over the Drain of a pipe that delivers what has arrived instead of waiting for full chunks.
+
+    `on_wait` runs whenever the pipe has been quiet for WAIT_S, so the caller can refresh its view and check
+    its stop conditions.
+    """
+
+    def __init__(self, drain: Drain, header: bytes, source: str, batch_frames: int,
                  on_wait: Callable[[], None] | None = None) -> None:
         super().__init__(None, source, False, batch_frames)  # type: ignore[arg-type]
-        self.fd = fd
-        self.tee = tee
+        self.drain = drain
         self.on_wait = on_wait
         self.buf = header
         self._delivered = 0.0
-        _widen_pipe(fd)
-        if tee is not None:
-            tee.write(header)
 
     def _fill(self, need: int) -> bool:
         have = len(self.buf) - self.pos
@@ -266,22 +323,18 @@ class LiveCapture(Capture):
             if prefetch and have:
                 # deliver what has arrived, but gather for up to GATHER_S after the last delivery: under load
                 # that keeps batches large (per-batch costs would otherwise make the reader fall behind)
-                wait = max(0.0, self._delivered + GATHER_S - time.monotonic())
-                if not select.select([self.fd], [], [], wait)[0]:
+                chunk = self.drain.take(need - have, max(0.0, self._delivered + GATHER_S - time.monotonic()))
+                if chunk is None:
                     break
-            while not select.select([self.fd], [], [], WAIT_S)[0]:
-                if self.on_wait:
-                    self.on_wait()
-            try:
-                chunk = os.read(self.fd, min(CHUNK, max(need - have, 1 << 20)))
-            except OSError as err:
-                self._notice(0, "truncated_file", f"reading stopped: {err}")
-                chunk = b""
+            else:
+                while (chunk := self.drain.take(max(need - have, 1), WAIT_S)) is None:
+                    if self.on_wait:
+                        self.on_wait()
             if not chunk:
+                if self.drain.error:
+                    self._notice(0, "truncated_file", f"reading stopped: {self.drain.error}")
                 self.eof = True
                 break
-            if self.tee is not None:
-                self.tee.write(chunk)
             parts.append(chunk)
             have += len(chunk)
         self.buf = b"".join(parts)
@@ -409,6 +462,7 @@ def run(opts: LiveOptions, console: Console | None = None, on_ready: Callable[[D
         _check_writable(opts.write, opts.force)
     dump = Dumpcap(opts)
     tee: IO[bytes] | None = None
+    drain: Drain | None = None
     part = _part_name(opts.write) if opts.write else None
     view = LiveView(opts.interface, opts.bpf) if console is not None and opts.view else None
     deadline = time.monotonic() + opts.duration + 5.0 if opts.duration else None
@@ -421,11 +475,15 @@ def run(opts: LiveOptions, console: Console | None = None, on_ready: Callable[[D
             raise LiveError(f"interface {opts.interface} has link type {linktype}, which tcpa does not decode")
         if part is not None:
             tee = open(part, "wb")  # noqa: SIM115 - closed by _finish_write
+            tee.write(header)
+        _widen_pipe(dump.fd)
+        drain = Drain(dump.fd, tee)
+        drain.start()
         if on_ready:
             on_ready(dump)
         analysis = Analysis(opts.params, keep_segments=opts.keep_segments)
         loop = _Loop(opts, analysis, dump, view, deadline)
-        capture = LiveCapture(dump.fd, header, f"{opts.interface} (live)", opts.batch_frames, tee, loop.tick)
+        capture = LiveCapture(drain, header, f"{opts.interface} (live)", opts.batch_frames, loop.tick)
         loop.capture = capture
         if view is not None and console is not None:
             from rich.live import Live
@@ -438,12 +496,15 @@ def run(opts: LiveOptions, console: Console | None = None, on_ready: Callable[[D
         failure, received, dropped = dump.outcome()
     except BaseException:
         dump.close()
+        if drain is not None:
+            drain.join(5.0)  # the stream has ended: everything read is in the -w file
         if tee is not None and opts.write:  # keep what was captured
             _finish_write(opts.write, part, tee, True)
         raise
     finally:
         _restore_signals(handlers)
     dump.close()
+    drain.join()
     facts = capture.facts
     if dropped:
         extra = " (on lo dumpcap's count reads about twice the real loss)" if opts.interface == "lo" else ""

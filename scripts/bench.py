@@ -1,22 +1,30 @@
 """`make bench`: tcpa against tcptrace and tshark on the same generated captures, in one run.
 
-    python scripts/bench.py [--sizes 0.5,1,2,4] [--repeat 3] [--peers-at 2]
+    python scripts/bench.py [--sizes 0.5,1,2,4] [--repeat 3] [--peers-at 2] [--live-rates 100000]
 
 Captures (millions of packets) are generated once by scripts/gen_bench.py into bench/ and reused. For each
 repetition the tools run one after another (alternating, so drift hits all alike); the median wall time and
 the peak RSS of each are reported, with tcpa's packets/s and its ratio to each peer. Peers run only at the
 --peers-at size (the issue's 2 M-packet capture); tcpa runs at every size to show how time and memory scale.
+
+Live: `tcpa live -i lo` (with its live view, on a pseudo-terminal) while tcpreplay sends the 2 M-packet
+capture's packets onto lo at each --live-rates rate for --live-seconds; printed are the rate tcpreplay reached,
+the frames tcpa analysed and the drops dumpcap reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,15 +68,51 @@ def packets(pcap: Path) -> int:
     return int(out.strip().splitlines()[-1].split()[-1])
 
 
+def live(rate: int, seconds: float, pcap: Path, out: Path) -> str:
+    """tcpa live on lo while tcpreplay sends `rate` packets/s for `seconds`: one line on what arrived."""
+    n = int(rate * seconds)
+    result, timing = out / "live.json", out / "live.time"
+    tcpa = ["/usr/bin/time", "-f", "%M", "-o", str(timing), TCPA, "live", "-i", "lo", "-f", "tcp", "--packets",
+            str(n), "--duration", str(seconds + 30), "--format", "json", "-o", str(result), "--force"]
+    # script(1) gives tcpa a terminal, so the live view is drawn (and costs) as it does for a user
+    proc = subprocess.Popen(["script", "-qfec", shlex.join(tcpa), "/dev/null"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ready = threading.Event()
+
+    def watch() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if b"Ctrl-C stops" in line:
+                ready.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    if not ready.wait(60):
+        proc.kill()
+        raise SystemExit("bench: tcpa live did not start capturing on lo")
+    replay = subprocess.run(["tcpreplay", "-i", "lo", "--pps", str(rate), "--limit", str(n), str(pcap)],
+                            capture_output=True, text=True, check=True).stdout
+    proc.wait(seconds + 120)
+    sent = re.search(r"Actual: (\d+) packets .* in ([\d.]+) seconds", replay)
+    assert sent, replay
+    facts = json.loads(result.read_text())["capture"]
+    drops = [w["message"] for w in facts["warnings"] if w["kind"] == "capture_drops"]
+    dropped = re.search(r"reports (\d+) of", drops[0]).group(1) if drops else "0"  # type: ignore[union-attr]
+    return (f"live lo  {rate:>9,} packets/s target: tcpreplay sent {int(sent[1]):,} in {float(sent[2]):.2f} s "
+            f"({int(sent[1]) / float(sent[2]):,.0f}/s); tcpa analysed {facts['frames']:,} frames; dumpcap "
+            f"dropped {dropped}; tcpa peak RSS {int(timing.read_text().split()[-1]) / 1024:.0f} MB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="0.5,1,2,4", help="capture sizes in millions of packets")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--peers-at", type=float, default=2.0)
+    ap.add_argument("--live-rates", default="100000", help="packets/s sent onto lo for the live run ('' skips it)")
+    ap.add_argument("--live-seconds", type=float, default=10.0)
     a = ap.parse_args()
-    missing = [t for t in ("tcptrace", "tshark", "capinfos") if not shutil.which(t)]
+    missing = [t for t in ("tcptrace", "tshark", "capinfos", "tcpreplay", "script") if not shutil.which(t)]
     if missing:
-        sys.exit(f"bench: missing {', '.join(missing)} (apt-get install tshark tcptrace)")
+        sys.exit(f"bench: missing {', '.join(missing)} (apt-get install tshark tcptrace tcpreplay)")
     sizes = [float(x) for x in a.sizes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,6 +132,8 @@ def main() -> None:
                 rows.append((size, name, n, wall, n / wall, rss))
                 print(f"{size:g}M  {name:<22} {wall:8.2f} s  {n / wall:>11,.0f} packets/s  peak RSS {rss:8.1f} MB",
                       flush=True)
+        for rate in [int(float(r)) for r in a.live_rates.split(",") if r]:
+            print(live(rate, a.live_seconds, capture(2), out), flush=True)
     print()
     ours = {size: pps for size, name, _, _, pps, _ in rows if name == "tcpa"}
     for size, name, _, _, pps, _ in rows:

@@ -27,7 +27,7 @@ import pytest
 from rich.console import Console
 
 from analyzer.capture import open_capture
-from analyzer.live import LiveCapture, LiveView, explain
+from analyzer.live import Drain, LiveCapture, LiveView, explain
 from analyzer.pipeline import Analysis, analyze
 
 TCPA = str(Path(sys.executable).with_name("tcpa"))
@@ -407,7 +407,9 @@ def test_live_reader_delivers_frames_without_waiting_for_a_full_chunk() -> None:
     got: queue.Queue[int] = queue.Queue()
 
     def reader() -> None:
-        cap = LiveCapture(read, data[:24], "pipe", 1 << 16)
+        drain = Drain(read)
+        drain.start()
+        cap = LiveCapture(drain, data[:24], "pipe", 1 << 16)
         for batch in cap:
             got.put(len(batch))
         got.put(-1)
@@ -422,6 +424,45 @@ def test_live_reader_delivers_frames_without_waiting_for_a_full_chunk() -> None:
         rest.append(n)
     with open_capture(SHOWCASE.with_name("fin_wait_2.pcap")) as cap:
         assert first + sum(rest) == sum(len(b) for b in cap)
+    os.close(read)
+
+
+def test_drain_empties_the_pipe_while_the_analysis_is_busy() -> None:
+    # dumpcap must never block on the pipe while tcpa analyses (its kernel buffer would drop packets): with
+    # nobody taking from the Drain, 64 MiB still go through a 1 MiB pipe, up to the backlog limit
+    read, write = os.pipe()
+    drain = Drain(read, limit=96 << 20)
+    drain.start()
+    block = bytes(range(256)) * 4096
+    for _ in range(64):
+        os.write(write, block)  # would block for good once the pipe is full, without the drain
+    os.close(write)
+    drain.join(10)
+    assert drain.eof and drain.size == 64 << 20
+    got = b"".join(iter(lambda: drain.take(1 << 30, 0.1) or b"", b""))
+    assert got == block * 64
+    os.close(read)
+
+
+def test_drain_holds_back_at_its_limit_and_resumes() -> None:
+    read, write = os.pipe()
+    drain = Drain(read, limit=1 << 20)
+    drain.start()
+
+    def send() -> None:
+        for _ in range(8):
+            os.write(write, b"x" * (1 << 20))
+        os.close(write)
+
+    writer = threading.Thread(target=send)
+    writer.start()
+    time.sleep(0.5)
+    assert drain.size <= 2 << 20 and writer.is_alive()  # backlog capped: the pipe now takes the strain
+    total = 0
+    while chunk := drain.take(1 << 20, 5.0):
+        total += len(chunk)
+    writer.join(5)
+    assert total == 8 << 20 and drain.peak <= 2 << 20
     os.close(read)
 
 
