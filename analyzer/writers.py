@@ -7,9 +7,8 @@ leaves no half-written report; an existing file is replaced only when the caller
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -17,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+import orjson
 import pandas as pd
 
 from .model import CaptureError
@@ -56,20 +57,31 @@ def atomic_output(path: str, force: bool, binary: bool = False) -> Iterator[IO[A
 
 
 def _plain(value: Any) -> Any:
-    """A JSON-ready value: numpy scalars unboxed, NaN/NA as null."""
-    if value is None or value is pd.NA:
-        return None
+    """What orjson cannot serialise natively (timestamps, numpy scalars in odd places): as text."""
     if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
+        return value.item()
+    return str(value)
+
+
+def column(values: pd.Series) -> list[Any]:
+    """A column as plain Python values, missing ones (NaN, NA, NaT) as None."""
+    out = values.tolist()
+    for i in np.flatnonzero(values.isna().to_numpy()):
+        out[i] = None
+    return out
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """A table as a list of plain dicts."""
-    cols = list(frame.columns)
-    return [{c: _plain(v) for c, v in zip(cols, row)} for row in frame.itertuples(index=False, name=None)]
+    """A table as a list of plain dicts, built column by column."""
+    names = [str(c) for c in frame.columns]
+    return [dict(zip(names, row)) for row in zip(*(column(frame[c]) for c in frame.columns))] \
+        if len(names) else [{} for _ in range(len(frame))]
+
+
+def dumps(data: Any, indent: bool = False) -> bytes:
+    """JSON bytes (orjson: numpy arrays and non-finite floats handled, the latter as null)."""
+    opts = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if indent else 0)
+    return orjson.dumps(data, default=_plain, option=opts)
 
 
 def capture_facts(report: Report) -> dict[str, Any]:
@@ -86,22 +98,21 @@ def capture_facts(report: Report) -> dict[str, Any]:
     }
 
 
-def to_json(report: Report, fh: IO[str]) -> None:
+def to_json(report: Report, fh: IO[bytes]) -> None:
     """One JSON object: schema, capture, connections, findings and the end-of-capture state counts."""
-    json.dump({
+    fh.write(dumps({
         "schema": SCHEMA_VERSION,
         "capture": capture_facts(report),
         "connections": records(report.connections),
         "findings": records(report.findings),
         "states_at_end": records(report.states_at()),
-    }, fh, indent=1, default=str)
-    fh.write("\n")
+    }, indent=True))
+    fh.write(b"\n")
 
 
-def to_jsonl(report: Report, fh: IO[str]) -> None:
+def to_jsonl(report: Report, fh: IO[bytes]) -> None:
     """One connection per line."""
-    for rec in records(report.connections):
-        fh.write(json.dumps(rec, default=str) + "\n")
+    fh.writelines(dumps(rec) + b"\n" for rec in records(report.connections))
 
 
 def to_csv(report: Report, fh: IO[str]) -> None:
@@ -119,14 +130,18 @@ ZEEK_FIELDS = [
 ]
 
 
+_ZEEK_UNSAFE = re.compile(r"[^\x20-\x7e]|[\\,]")
+
+
 def zeek_escape(text: str) -> str:
     """Zeek's log escaping: separators and non-printable bytes as \\xNN; '-' and '(empty)' kept unambiguous."""
-    out = []
-    for ch in text:
-        o = ord(ch)
-        out.append(f"\\x{o:02x}" if o < 0x20 or o == 0x7F or ch in "\t\\," or o > 0x7E else ch)
-    s = "".join(out)
-    return "\\x2d" if s == "-" else s
+    if text == "-":
+        return "\\x2d"
+    return _ZEEK_UNSAFE.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+ZEEK_COLUMNS = ["ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "zeek_duration", "orig_bytes", "resp_bytes",
+                "conn_state", "history", "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes", "tunnel"]
 
 
 def _zeek_row(c: dict[str, Any]) -> list[str]:
@@ -148,7 +163,8 @@ def to_zeek(report: Report, fh: IO[str]) -> None:
     fh.write(f"#open\t{opened:%Y-%m-%d-%H-%M-%S}\n")
     fh.write("#fields\t" + "\t".join(n for n, _ in ZEEK_FIELDS) + "\n")
     fh.write("#types\t" + "\t".join(t for _, t in ZEEK_FIELDS) + "\n")
-    for rec in records(report.connections.sort_values("ts", kind="stable")):
+    conns = report.connections.sort_values("ts", kind="stable")
+    for rec in records(conns[[c for c in ZEEK_COLUMNS if c in conns]]):
         fh.write("\t".join(_zeek_row(rec)) + "\n")
     closed = dt.datetime.fromtimestamp(report.capture.last_ns / 1e9, dt.timezone.utc)
     fh.write(f"#close\t{closed:%Y-%m-%d-%H-%M-%S}\n")
@@ -162,21 +178,22 @@ def to_parquet(report: Report, fh: IO[bytes]) -> None:
     table = pa.Table.from_pandas(report.connections, preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[b"tcpa.schema"] = SCHEMA_VERSION.encode()
-    meta[b"tcpa.capture"] = json.dumps(capture_facts(report), default=str).encode()
-    meta[b"tcpa.findings"] = json.dumps(records(report.findings), default=str).encode()
+    meta[b"tcpa.capture"] = dumps(capture_facts(report))
+    meta[b"tcpa.findings"] = dumps(records(report.findings))
     pq.write_table(table.replace_schema_metadata(meta), fh)
 
 
-TEXT_WRITERS: dict[str, Callable[[Report, IO[str]], None]] = {
-    "json": to_json, "jsonl": to_jsonl, "csv": to_csv, "zeek": to_zeek,
+TEXT_WRITERS: dict[str, Callable[[Report, IO[str]], None]] = {"csv": to_csv, "zeek": to_zeek}
+BINARY_WRITERS: dict[str, Callable[[Report, IO[bytes]], None]] = {
+    "json": to_json, "jsonl": to_jsonl, "parquet": to_parquet,
 }
 
 
 def write(report: Report, fmt: str, path: str, force: bool) -> None:
     """Write the report in one machine format to path ("-": stdout)."""
-    if fmt == "parquet":
+    if fmt in BINARY_WRITERS:
         with atomic_output(path, force, binary=True) as fh:
-            to_parquet(report, fh)
+            BINARY_WRITERS[fmt](report, fh)
         return
     with atomic_output(path, force) as fh:
         TEXT_WRITERS[fmt](report, fh)

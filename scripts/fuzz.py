@@ -350,7 +350,7 @@ def run_one(path: str) -> str:
         if "\n" in msg or path not in msg:
             raise Crash(f"CaptureError message is not one line naming the file: {msg!r}") from err
         return msg
-    writers.to_json(report, io.StringIO())
+    writers.to_json(report, io.BytesIO())
     writers.to_zeek(report, io.StringIO())
     writers.to_csv(report, io.StringIO())
     terminal.render(report, Console(file=io.StringIO(), width=200), 50, None)

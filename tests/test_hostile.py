@@ -296,7 +296,7 @@ def test_timestamps_far_in_the_future(tmp_path: Path) -> None:
     assert "20 years after" in one_notice(report, "timestamp_future", 7)
     one_notice(report, "timestamp_backwards", 8)
     check_continues(report, len(frames))
-    doc = io.StringIO()
+    doc = io.BytesIO()
     writers.to_json(report, doc)
     writers.to_zeek(report, io.StringIO())
     assert json.loads(doc.getvalue())["capture"]["warnings"]
@@ -397,7 +397,7 @@ def test_unreadable_file_is_one_line_and_exit_2() -> None:
 # --- output files ---------------------------------------------------------------------------------------------
 
 def _interrupting_writer(report: Report, fh: Any) -> None:
-    fh.write('{"schema": "tcpa/1", "connections": [')
+    fh.write(b'{"schema": "tcpa/1", "connections": [')
     fh.flush()
     raise KeyboardInterrupt  # the user pressed ^C half-way through the report
 
@@ -409,7 +409,7 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: p
     out = tmp_path / "report.json"
     if existing:
         out.write_text("the previous report\n")
-    monkeypatch.setitem(writers.TEXT_WRITERS, "json", _interrupting_writer)
+    monkeypatch.setitem(writers.BINARY_WRITERS, "json", _interrupting_writer)
     with pytest.raises(KeyboardInterrupt):
         writers.write(report, "json", str(out), force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == (["report.json"] if existing else [])
@@ -428,7 +428,7 @@ def test_interrupted_parquet_write_leaves_no_partial_file(tmp_path: Path, monkey
         fh.write(b"PAR1")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(writers, "to_parquet", boom)
+    monkeypatch.setitem(writers.BINARY_WRITERS, "parquet", boom)
     with pytest.raises(OSError):
         writers.write(report, "parquet", str(tmp_path / "c.parquet"), force=False)
     assert list(tmp_path.iterdir()) == []
