@@ -14,7 +14,7 @@ every layer; compiled, it decodes millions of frames per second.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numba
 import numpy as np
@@ -580,6 +580,29 @@ def decode_frames(data: npt.NDArray[np.uint8], offset: npt.NDArray[np.int64], ca
         _frame(data, offset[i], caplen[i], wirelen[i], linktype[i], checksums, o)
 
 
+@numba.njit(cache=True, nogil=True)
+def _columns(rows: npt.NDArray[np.int64], ok: npt.NDArray[np.int64], frames: npt.NDArray[np.int64],
+             ts: npt.NDArray[np.int64], frame, ts_ns, ip_version, src_hi, src_lo, dst_hi, dst_lo,  # type: ignore[no-untyped-def]
+             sport, dport, seq, ack, flags, win, ip_len, tcp_hdr_len, payload_len, captured_payload, mss, wscale,
+             sack_perm, has_ts, ts_val, ts_ecr, sack_count, sack_left, sack_right, opt_error, truncated,
+             csum_ok) -> None:
+    """Rows `ok` of the decoder's output into SegmentTable columns (in the dataclass's field order)."""
+    for j in range(len(ok)):
+        i = ok[j]
+        r = rows[i]
+        frame[j], ts_ns[j], ip_version[j] = frames[i], ts[i], r[O_IPV]
+        src_hi[j], src_lo[j], dst_hi[j], dst_lo[j] = r[O_SRC_HI], r[O_SRC_LO], r[O_DST_HI], r[O_DST_LO]
+        sport[j], dport[j], seq[j], ack[j] = r[O_SPORT], r[O_DPORT], r[O_SEQ], r[O_ACK]
+        flags[j], win[j], ip_len[j], tcp_hdr_len[j] = r[O_FLAGS], r[O_WIN], r[O_IP_LEN], r[O_THL]
+        payload_len[j], captured_payload[j], mss[j], wscale[j] = r[O_PLEN], r[O_CPLEN], r[O_MSS], r[O_WS]
+        sack_perm[j], has_ts[j], ts_val[j], ts_ecr[j] = r[O_SACKP] != 0, r[O_HASTS] != 0, r[O_TSV], r[O_TSE]
+        sack_count[j] = r[O_SACKN]
+        for k in range(SACK_MAX):
+            sack_left[j, k] = r[O_SL + k]
+            sack_right[j, k] = r[O_SR + k]
+        opt_error[j], truncated[j], csum_ok[j] = r[O_OPTERR], r[O_TRUNC] != 0, r[O_CSUM]
+
+
 @dataclass
 class _Fragments:
     """The pieces of one IP datagram seen so far."""
@@ -627,7 +650,7 @@ class Decoder:
         ok = np.flatnonzero(codes == OK)
         if len(ok) and len(ok) != len(codes) and len(frames) > n:
             ok = ok[np.argsort(frames[ok], kind="stable")]
-        return self._table(out[ok], frames[ok], ts[ok])
+        return self._table(out, ok, frames, ts)
 
     def _tally(self, kind: str, count: int, first: int, what: str) -> None:
         """One notice per kind however often it happens: a running count and the first frame."""
@@ -668,40 +691,24 @@ class Decoder:
                     self.notices.append(Notice(0, "unsupported_linktype",
                                                f"frames with link type {lt} are not decoded (not supported)"))
 
-    def _table(self, rows: npt.NDArray[np.int64], frames: npt.NDArray[np.int64],
+    def _table(self, out: npt.NDArray[np.int64], ok: npt.NDArray[np.intp], frames: npt.NDArray[np.int64],
                ts: npt.NDArray[np.int64]) -> SegmentTable:
-        t = SegmentTable.empty(len(rows))
-        t.frame[:] = frames
-        t.ts_ns[:] = ts
-        u = rows.view(np.uint64)
-        t.ip_version[:] = rows[:, O_IPV]
-        t.src_hi[:], t.src_lo[:], t.dst_hi[:], t.dst_lo[:] = u[:, O_SRC_HI], u[:, O_SRC_LO], u[:, O_DST_HI], u[:, O_DST_LO]
-        t.sport[:], t.dport[:] = rows[:, O_SPORT], rows[:, O_DPORT]
-        t.seq[:], t.ack[:] = rows[:, O_SEQ], rows[:, O_ACK]
-        t.flags[:], t.win[:] = rows[:, O_FLAGS], rows[:, O_WIN]
-        t.ip_len[:], t.tcp_hdr_len[:] = rows[:, O_IP_LEN], rows[:, O_THL]
-        t.payload_len[:], t.captured_payload[:] = rows[:, O_PLEN], rows[:, O_CPLEN]
-        t.mss[:], t.wscale[:] = rows[:, O_MSS], rows[:, O_WS]
-        t.sack_perm[:], t.has_ts[:] = rows[:, O_SACKP] != 0, rows[:, O_HASTS] != 0
-        t.ts_val[:], t.ts_ecr[:] = rows[:, O_TSV], rows[:, O_TSE]
-        t.sack_count[:] = rows[:, O_SACKN]
-        t.sack_left[:] = rows[:, O_SL:O_SL + SACK_MAX]
-        t.sack_right[:] = rows[:, O_SR:O_SR + SACK_MAX]
-        t.opt_error[:], t.truncated[:], t.csum_ok[:] = rows[:, O_OPTERR], rows[:, O_TRUNC] != 0, rows[:, O_CSUM]
-        t.tunnel[:] = self._tunnel_index(rows)
+        """The SegmentTable of the rows `ok` of out (one compiled pass from rows to columns)."""
+        t = SegmentTable.empty(len(ok))
+        _columns(out, ok.astype(np.int64), frames, ts, *[getattr(t, f.name) for f in fields(t) if f.name != "tunnel"])
+        tunnelled = ok[out[ok, O_TUN] != 0]
+        if len(tunnelled):
+            t.tunnel[:] = self._tunnel_index(out, ok, tunnelled)
         return t
 
-    def _tunnel_index(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
-        """1-based index of each segment's tunnel in self.tunnels (0: not tunnelled)."""
-        idx = np.zeros(len(rows), np.int32)
-        tunnelled = np.flatnonzero(rows[:, O_TUN])
-        if not len(tunnelled):
-            return idx
-        cols = rows[tunnelled][:, O_TUN:O_TDPORT + 1]
-        uniq, inverse = np.unique(cols, axis=0, return_inverse=True)
+    def _tunnel_index(self, out: npt.NDArray[np.int64], ok: npt.NDArray[np.intp],
+                      tunnelled: npt.NDArray[np.intp]) -> npt.NDArray[np.int32]:
+        """1-based index of each `ok` row's tunnel in self.tunnels (0: not tunnelled)."""
+        idx = np.zeros(len(out), np.int32)
+        uniq, inverse = np.unique(out[tunnelled, O_TUN:O_TDPORT + 1], axis=0, return_inverse=True)
         ids = np.array([self._tunnel_id(tuple(int(x) for x in row)) for row in uniq], np.int32)
         idx[tunnelled] = ids[inverse.ravel()]
-        return idx
+        return idx[ok]
 
     def _tunnel_id(self, key: tuple[int, ...]) -> int:
         if key not in self._tunnel_ids:

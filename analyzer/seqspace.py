@@ -13,20 +13,20 @@ MOD = 1 << 32
 HALF = 1 << 31
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def seq_diff(a: int, b: int) -> int:
     """a - b as a signed 32-bit distance: positive when a is after b in sequence space."""
     d = (a - b) & 0xFFFFFFFF
     return d - MOD if d >= HALF else d
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def unwrap(seq32: int, ref: int) -> int:
     """The 64-bit position of seq32 nearest to the unwrapped reference position ref."""
     return ref + seq_diff(seq32, ref & 0xFFFFFFFF)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def seq_after(a: int, b: int) -> bool:
     """a > b in sequence space (RFC 9293 SEQ_GT)."""
     return seq_diff(a, b) > 0
