@@ -98,21 +98,34 @@ def capture_facts(report: Report) -> dict[str, Any]:
     }
 
 
+CHUNK_ROWS = 4096  # rows turned into Python objects at a time while writing
+
+
+def _lines(frame: pd.DataFrame) -> Iterator[bytes]:
+    """Each row of a table as one line of compact JSON, a few thousand rows at a time (bounded memory)."""
+    for start in range(0, len(frame), CHUNK_ROWS):
+        yield from map(dumps, records(frame.iloc[start:start + CHUNK_ROWS]))
+
+
 def to_json(report: Report, fh: IO[bytes]) -> None:
-    """One JSON object: schema, capture, connections, findings and the end-of-capture state counts."""
-    fh.write(dumps({
-        "schema": SCHEMA_VERSION,
-        "capture": capture_facts(report),
-        "connections": records(report.connections),
-        "findings": records(report.findings),
-        "states_at_end": records(report.states_at()),
-    }, indent=True))
-    fh.write(b"\n")
+    """One JSON object: schema, capture, connections, findings and the end-of-capture state counts.
+
+    Written as it goes, one table row per line, so a large capture's report never sits in memory whole.
+    """
+    fh.write(b'{\n"schema": ' + dumps(SCHEMA_VERSION) + b',\n"capture": ' + dumps(capture_facts(report), True))
+    for name, frame in (("connections", report.connections), ("findings", report.findings),
+                        ("states_at_end", report.states_at())):
+        fh.write(b',\n"' + name.encode() + b'": [')
+        for i, line in enumerate(_lines(frame)):
+            fh.write(b"\n" + line if i == 0 else b",\n" + line)
+        fh.write(b"\n]" if len(frame) else b"]")
+    fh.write(b"\n}\n")
 
 
 def to_jsonl(report: Report, fh: IO[bytes]) -> None:
     """One connection per line."""
-    fh.writelines(dumps(rec) + b"\n" for rec in records(report.connections))
+    for line in _lines(report.connections):
+        fh.write(line + b"\n")
 
 
 def to_csv(report: Report, fh: IO[str]) -> None:
