@@ -5,8 +5,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import queue
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -18,6 +21,7 @@ from .decode import SUPPORTED_LINKTYPES, Decoder
 from .layout import HIST_MAX, ROW
 from .model import CaptureError, CaptureFacts, FrameBatch, Notice
 from .report import Report
+from .segments import SegmentTable
 from .sequence import EV_NAMES, EVENT_NAMES
 from .tracker import CT_NAMES, SG_NAMES, Params, Tracker
 
@@ -38,15 +42,69 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
     paths = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     analysis = Analysis(params, keep_segments=keep_segments)
     facts: CaptureFacts | None = None
+    for item in prefetched(_decoded(paths, analysis.decoder, batch_frames)):
+        if isinstance(item, CaptureFacts):
+            facts = _merge(facts, item)
+            continue
+        seg, size = item
+        analysis.add(seg)
+        if progress:
+            progress(size)
+    assert facts is not None
+    return analysis.finish(facts, detect=detect, settings=settings, only=only)
+
+
+def _decoded(paths: list[str | os.PathLike[str]], decoder: Decoder, batch_frames: int
+             ) -> Iterator[tuple[SegmentTable, int] | CaptureFacts]:
+    """Each capture's decoded batches (with their size in bytes, for progress), then the capture's facts."""
     for path in paths:
         with open_capture(path, batch_frames=batch_frames) as capture:
             for batch in capture:
-                analysis.feed(batch)
-                if progress:
-                    progress(int(batch.caplen.sum()) + 16 * len(batch))
-            facts = _merge(facts, capture.facts)
-    assert facts is not None
-    return analysis.finish(facts, detect=detect, settings=settings, only=only)
+                yield decoder.decode(batch), int(batch.caplen.sum()) + 16 * len(batch)
+            yield capture.facts
+
+
+T = TypeVar("T")
+
+
+def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """`items`, produced by a second thread up to `depth` ahead.
+
+    Reading and decoding (compiled, without the GIL) then run on one core while the tracker runs on the other;
+    the order of the items, and so every result, is the same as without the thread. An exception in the
+    producer is raised here, where the items are consumed.
+    """
+    slots: queue.Queue[tuple[bool, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((False, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            slots.put((True, None))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            slots.put((True, err))
+
+    worker = threading.Thread(target=produce, name="tcpa-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            done, item = slots.get()
+            if done:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 class Analysis:
@@ -67,7 +125,10 @@ class Analysis:
 
     def feed(self, batch: FrameBatch) -> int:
         """Decode one batch and run its segments through the tracker; returns the batch's TCP segments."""
-        seg = self.decoder.decode(batch)
+        return self.add(self.decoder.decode(batch))
+
+    def add(self, seg: SegmentTable) -> int:
+        """Run one decoded batch (from self.decoder) through the tracker; returns its TCP segments."""
         self.segments += len(seg)
         self.tracker.feed(seg)
         return len(seg)
@@ -121,14 +182,20 @@ def _tracker_copy(tracker: Tracker) -> Tracker:
 
 def _summarise_findings(report: Report) -> None:
     """Per connection: the kinds found on it and the worst severity (so CSV and Parquet rows carry them)."""
-    f = report.findings[report.findings["uid"] != ""]
-    conns = report.connections
-    kinds = f.groupby("uid")["kind"].agg(lambda k: ";".join(sorted(set(k))))
-    worst = f.assign(rank=f["severity"].map(detectors.RANK)).groupby("uid")["rank"].max()
-    names = dict(enumerate(detectors.SEVERITIES))
-    kinds_of, worst_of = kinds.to_dict(), {uid: names[int(r)] for uid, r in worst.items()}
-    conns["findings"] = [kinds_of.get(u, "") for u in conns["uid"]]
-    conns["worst_severity"] = [worst_of.get(u, "") for u in conns["uid"]]
+    f, conns = report.findings, report.connections
+    uids = conns["uid"].tolist()
+    index = dict(zip(uids, range(len(uids))))
+    at = np.array([index.get(u, -1) for u in f["uid"].tolist()], np.intp)  # each finding's connection, or -1
+    mine = at >= 0
+    kind, kinds = pd.factorize(f["kind"], sort=True)
+    found = np.zeros((len(conns), max(len(kinds), 1)), np.bool_)  # the kinds found on each connection
+    found[at[mine], kind[mine]] = True
+    sets = detectors.group(*np.packbits(found, axis=1).T)  # connections with the same kinds (a few sets in all)
+    names = np.array([";".join(kinds[np.flatnonzero(s)]) for s in found[sets.first]], dtype=object)
+    worst = np.full(len(conns), -1)
+    np.maximum.at(worst, at[mine], np.array([detectors.RANK[s] for s in f["severity"].tolist()], np.int64)[mine])
+    conns["findings"] = names[sets.codes].tolist()
+    conns["worst_severity"] = np.array([*detectors.SEVERITIES, ""], dtype=object)[worst].tolist()  # -1: none
 
 
 def _merge(acc: CaptureFacts | None, facts: CaptureFacts) -> CaptureFacts:

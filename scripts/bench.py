@@ -15,6 +15,7 @@ the frames tcpa analysed and the drops dumpcap reported.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -24,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,8 +1,11 @@
 """Detectors: diagnoses drawn from the analysed tables, each with evidence, likely causes and a remedy.
 
 A detector is a small function registered with `@detector(...)` for the kinds it reports. It reads the
-Report's tables (connections, transitions, control segments, per-segment events) and returns Findings; it does
-no I/O. `run()` calls the selected detectors and returns the findings as one DataFrame, worst first.
+Report's tables (connections, transitions, control segments, per-segment events) and yields Findings; it does
+no I/O. A detector that reports one finding per connection yields them as columns (`Findings`) and works on
+whole columns (numpy, `group()`) rather than row by row: per-row pandas access costs tens of microseconds, and a
+busy capture has tens of thousands of connections. `run()` calls the selected detectors and returns the findings
+as one DataFrame, worst first.
 
 Every kind is declared once with `Kind(...)`: its stable id, default severity, a title, an explanation for the
 on-call engineer, the likely causes and the remedy. The texts rest on ../shared/DOMAIN.md; the Wireshark
@@ -13,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from ..report import FINDING_COLUMNS, Report
@@ -22,6 +27,8 @@ from ..report import FINDING_COLUMNS, Report
 SEVERITIES = ("info", "notice", "warning", "error")
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
 MAX_EVIDENCE = 50  # frame numbers kept per finding
+T = TypeVar("T")
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,63 +75,164 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class Findings:
+    """Many findings as columns, one entry per finding in each list: the columnar form of Finding."""
+
+    kind: list[str]
+    summary: list[str]
+    frames: list[list[int]]
+    ts: list[float]
+    severity: list[str]  # empty: the kind's default
+    uid: list[str]
+    host: list[str]
+    port: list[int]
+    direction: list[str]
+
+
+FIELDS = ("kind", "severity", "uid", "host", "port", "direction", "ts", "frames", "summary")  # of both forms
+
+Reported = Iterable[Finding | Findings]
+
+
+@dataclass(frozen=True, slots=True)
 class Detector:
     name: str
     kinds: tuple[str, ...]
-    func: Callable[[Context], Iterable[Finding]]
+    func: Callable[[Context], Reported]
     doc: str
+
+
+@dataclass(frozen=True, slots=True)
+class Groups:
+    """Rows split by a key, as flat arrays: what `groupby(key, sort=False)` iterates, without a frame per group.
+
+    Groups come in the order of their first row, and rows keep their order within a group.
+    """
+
+    codes: npt.NDArray[np.intp]  # each row's group
+    order: npt.NDArray[np.intp]  # the rows, group after group
+    starts: npt.NDArray[np.intp]  # where each group begins in `order`
+    sizes: npt.NDArray[np.intp]
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def first(self) -> npt.NDArray[np.intp]:
+        """Each group's first row."""
+        return self.order[self.starts]
+
+    @property
+    def last(self) -> npt.NDArray[np.intp]:
+        """Each group's last row."""
+        ends: npt.NDArray[np.intp] = self.starts + self.sizes - 1
+        return self.order[ends]
+
+    def rows(self, i: int | np.integer[Any]) -> npt.NDArray[np.intp]:
+        """The rows of group i, in order."""
+        return self.order[self.starts[i]:self.starts[i] + self.sizes[i]]
+
+    def reduce(self, ufunc: np.ufunc, values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """ufunc over each group's values (np.minimum, np.maximum, np.add...)."""
+        return ufunc.reduceat(values[self.order], self.starts) if len(self) else values[:0]
+
+
+def group(*keys: npt.ArrayLike) -> Groups:
+    """Group rows by one or more key columns of equal length (no missing values)."""
+    codes: npt.NDArray[np.intp] | None = None
+    for key in keys:
+        part, uniques = pd.factorize(np.asarray(key))
+        codes = part if codes is None else pd.factorize(codes * len(uniques) + part)[0]
+    assert codes is not None, "group() needs a key"
+    sizes = np.bincount(codes) if len(codes) else np.zeros(0, np.intp)
+    return Groups(codes, np.argsort(codes, kind="stable"), np.cumsum(sizes) - sizes, sizes)
 
 
 @dataclass
 class Context:
-    """What detectors read: the report's tables, indexed for convenience, and the settings."""
+    """What detectors read: the report's tables, the settings, and cached column views for columnar work."""
 
     report: Report
     settings: Settings
-    conns: pd.DataFrame = field(init=False)
-    rows: dict[str, Any] = field(init=False)  # uid -> the connection's row as a named tuple (fast lookups)
-
-    def __post_init__(self) -> None:
-        # Plain Python strings: Arrow-backed string columns make row access and grouping many times slower.
-        for name in ("connections", "transitions", "events", "control"):
-            df = getattr(self.report, name)
-            if len(df.columns):
-                text = [c for c in df.columns if pd.api.types.is_string_dtype(df[c]) and c != "kind"]
-                setattr(self, f"_{name}", df.astype({c: object for c in text}) if text else df)
-            else:
-                setattr(self, f"_{name}", df)
-        self.conns = self._connections.set_index("uid", drop=False)
-        self.rows = {r.uid: r for r in self._connections.itertuples(index=False)}
-
-    def of(self, table: str, uid: str) -> pd.DataFrame:
-        """The rows of control or events belonging to one connection (binary search on a uid-sorted copy)."""
-        cache = self.__dict__.setdefault("_by_uid", {})
-        if table not in cache:
-            df = getattr(self, table).sort_values("uid", kind="stable")
-            cache[table] = (df, df["uid"].to_numpy())
-        df, uids = cache[table]
-        lo, hi = uids.searchsorted(uid, "left"), uids.searchsorted(uid, "right")
-        return df.iloc[lo:hi]  # type: ignore[no-any-return]
+    _cache: dict[tuple[str, ...], Any] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def connections(self) -> pd.DataFrame:
-        return self._connections  # type: ignore[no-any-return]
+        return self.report.connections
 
     @property
     def transitions(self) -> pd.DataFrame:
-        return self._transitions  # type: ignore[no-any-return]
+        return self.report.transitions
 
     @property
     def events(self) -> pd.DataFrame:
-        return self._events  # type: ignore[no-any-return]
+        return self.report.events
 
     @property
     def control(self) -> pd.DataFrame:
-        return self._control  # type: ignore[no-any-return]
+        return self.report.control
 
     @property
     def end_ns(self) -> int:
         return self.report.capture.last_ns
+
+    def cached(self, name: str, make: Callable[[], T]) -> T:
+        """make(), computed once per run: for what several detectors derive from the same tables."""
+        if (name,) not in self._cache:
+            self._cache[(name,)] = make()
+        return self._cache[(name,)]  # type: ignore[no-any-return]
+
+    def column(self, table: str, name: str) -> npt.NDArray[Any]:
+        """One column of a table as a read-only numpy array (text as Python strings), converted once."""
+        key = ("column", table, name)
+        if key not in self._cache:
+            self._cache[key] = _frozen(getattr(self, table)[name].to_numpy())
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    def codes(self, table: str, name: str) -> tuple[npt.NDArray[np.integer[Any]], list[Any]]:
+        """A text column factorised once: each row's code (-1: missing) and the values the codes stand for."""
+        key = ("codes", table, name)
+        if key not in self._cache:
+            col = getattr(self, table)[name]
+            if isinstance(col.dtype, pd.CategoricalDtype):
+                codes, uniques = col.cat.codes.to_numpy(), list(col.cat.categories)
+            else:
+                codes, values = pd.factorize(col)
+                uniques = values.tolist()
+            self._cache[key] = (_frozen(codes), uniques)
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    def key(self, table: str, name: str) -> npt.NDArray[np.integer[Any]]:
+        """Integer codes of a text column, to group by it (faster than grouping by the strings)."""
+        return self.codes(table, name)[0]
+
+    def isin(self, table: str, name: str, *values: str) -> npt.NDArray[np.bool_]:
+        """Rows whose `name` is one of `values` (read-only, computed once)."""
+        key = ("isin", table, name, *values)
+        if key not in self._cache:
+            col = getattr(self, table)[name]
+            mask = col == values[0] if len(values) == 1 else col.isin(values)  # == is the faster on Arrow text
+            self._cache[key] = _frozen(mask.to_numpy(dtype=np.bool_, na_value=False))
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    def conn_rows(self, conn: npt.ArrayLike) -> npt.NDArray[np.intp]:
+        """Positions in the connections table of connection ids (the `conn` column of every table)."""
+        index = self.cached("conn_index", lambda: pd.Index(self.column("connections", "conn")))
+        return index.get_indexer(conn)  # type: ignore[no-any-return]
+
+    def names(self, rows: npt.NDArray[np.intp]) -> tuple[list[str], list[str]]:
+        """host:port of the originator and of the responder of the connections at these positions."""
+        each, at = np.unique(rows, return_inverse=True)
+        c = {n: self.column("connections", n)[each].tolist() for n in ("orig_h", "orig_p", "resp_h", "resp_p")}
+        orig = np.array(list(map(endpoint, c["orig_h"], c["orig_p"])), dtype=object)
+        resp = np.array(list(map(endpoint, c["resp_h"], c["resp_p"])), dtype=object)
+        return orig[at].tolist(), resp[at].tolist()
+
+
+def _frozen(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """The array, read-only: cached columns are shared by every detector (and may be views of the report)."""
+    a.flags.writeable = False
+    return a
 
 
 KINDS: dict[str, Kind] = {}
@@ -139,9 +247,9 @@ def declare(*kinds: Kind) -> None:
         KINDS[k.id] = k
 
 
-def detector(*kinds: str) -> Callable[[Callable[[Context], Iterable[Finding]]], Callable[[Context], Iterable[Finding]]]:
+def detector(*kinds: str) -> Callable[[Callable[[Context], Reported]], Callable[[Context], Reported]]:
     """Register a detector function for the kinds it reports."""
-    def wrap(func: Callable[[Context], Iterable[Finding]]) -> Callable[[Context], Iterable[Finding]]:
+    def wrap(func: Callable[[Context], Reported]) -> Callable[[Context], Reported]:
         DETECTORS.append(Detector(func.__name__, kinds, func, (func.__doc__ or "").strip().splitlines()[0]))
         return func
     return wrap
@@ -157,29 +265,50 @@ def evidence(frames: Iterable[int]) -> tuple[int, ...]:
     return tuple(sorted({int(f) for f in frames}))[:MAX_EVIDENCE]
 
 
+def group_evidence(g: Groups, frames: npt.NDArray[np.int64], first: int | None = None) -> list[list[int]]:
+    """evidence() of each group's frames, or of only its `first` rows; one list per group, in group order."""
+    rows = g.order if first is None else g.order[np.arange(len(g.order)) - np.repeat(g.starts, g.sizes) < first]
+    grp, fr = g.codes[rows], frames[rows]
+    by = np.lexsort((fr, grp))
+    grp, fr = grp[by], fr[by]
+    new = np.ones(len(fr), np.bool_)
+    new[1:] = (grp[1:] != grp[:-1]) | (fr[1:] != fr[:-1])  # drop repeated frames
+    bounds = np.searchsorted(grp[new], np.arange(len(g) + 1))
+    starts, ends = bounds[:-1], np.minimum(bounds[1:], bounds[:-1] + MAX_EVIDENCE)
+    flat = fr[new].tolist()
+    return [flat[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+
+
 def run(report: Report, settings: Settings | None = None, only: Iterable[str] | None = None) -> pd.DataFrame:
     """Run the detectors (all, or those reporting any of the kinds in `only`); findings worst first."""
     from . import closing, handshake, load, stalls, timestamps, wireshark  # noqa: F401  (registration)
     ctx = Context(report, settings or Settings())
     wanted = set(only) if only is not None else None
-    rows = []
+    cols: dict[str, list[Any]] = {name: [] for name in FIELDS}
     for det in DETECTORS:
         if wanted is not None and not wanted & set(det.kinds):
             continue
         for f in det.func(ctx):
-            if wanted is not None and f.kind not in wanted:
+            if isinstance(f, Finding):
+                if wanted is None or f.kind in wanted:
+                    for name in FIELDS:
+                        cols[name].append(list(f.frames) if name == "frames" else getattr(f, name))
                 continue
-            k = KINDS[f.kind]
-            rows.append({"kind": f.kind, "severity": f.severity or k.severity, "uid": f.uid, "host": f.host,
-                         "port": f.port, "direction": f.direction, "ts": f.ts, "frames": list(f.frames),
-                         "summary": f.summary, "explanation": k.explanation, "causes": k.causes,
-                         "remedy": k.remedy, "title": k.title})
-    df = pd.DataFrame(rows, columns=[*FINDING_COLUMNS, "title"])
-    if df.empty:
-        return df
-    df["_rank"] = df["severity"].map(RANK)
-    df = df.sort_values(["_rank", "kind", "ts"], ascending=[False, True, True], kind="stable")
-    return df.drop(columns="_rank").reset_index(drop=True)
+            keep = None if wanted is None else [k in wanted for k in f.kind]
+            for name in FIELDS:
+                values = getattr(f, name)
+                cols[name].extend(values if keep is None else [v for v, k in zip(values, keep) if k])
+    if not cols["kind"]:
+        return pd.DataFrame([], columns=[*FINDING_COLUMNS, "title"])
+    cols["severity"] = [s or KINDS[k].severity for s, k in zip(cols["severity"], cols["kind"])]
+    rank = np.array([RANK[s] for s in cols["severity"]])
+    kind_order = pd.factorize(np.array(cols["kind"], dtype=object), sort=True)[0]
+    order = np.lexsort((np.array(cols["ts"], np.float64), kind_order, -rank)).tolist()  # stable: ties keep order
+    out: dict[str, Any] = {name: [values[i] for i in order] for name, values in cols.items()}
+    kind, ids = pd.factorize(np.array(out["kind"], dtype=object))
+    for name in ("explanation", "causes", "remedy", "title"):  # long texts, the same for every finding of a kind
+        out[name] = pd.Series([getattr(KINDS[k], name) for k in ids]).array.take(kind)
+    return pd.DataFrame(out, columns=[*FINDING_COLUMNS, "title"])
 
 
 def worst(findings: pd.DataFrame, threshold: str) -> bool:
@@ -193,5 +322,6 @@ def all_kinds() -> dict[str, Kind]:
     return KINDS
 
 
-__all__ = ["Finding", "Kind", "Settings", "Context", "KINDS", "DETECTORS", "SEVERITIES", "run", "all_kinds", "worst",
-           "declare", "detector", "endpoint", "evidence"]
+__all__ = ["DETECTORS", "KINDS", "SEVERITIES", "Context", "Finding", "Findings", "Groups", "Kind", "Settings",
+           "all_kinds", "declare", "detector", "endpoint", "evidence", "group", "group_evidence", "run",
+           "worst"]

@@ -3,11 +3,16 @@ CLOSE_WAIT, FIN_WAIT_2 or LAST_ACK, and 4-tuples reused."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from . import Context, Finding, Kind, declare, detector, endpoint, evidence
+from . import Context, Finding, Kind, declare, detector, endpoint, evidence, group
 
 FIN, RST, SYN = 0x01, 0x04, 0x02
 NS = 1e9
@@ -62,131 +67,201 @@ declare(
 @detector("three_packet_close", "simultaneous_close")
 def close_shapes(ctx: Context) -> Iterator[Finding]:
     """Label three-packet and simultaneous closes (merged per server port when there are many)."""
-    c = ctx.connections
+    if ctx.connections.empty:
+        return
+    col = {n: ctx.column("connections", n) for n in (
+        "uid", "orig_h", "orig_p", "resp_h", "resp_p", "last_frame", "last_ns", "ts", "active_closer")}
     for kind, close in (("three_packet_close", "three_packet"), ("simultaneous_close", "simultaneous")):
-        rows = c[c["close"] == close]
-        for (host, port), g in rows.groupby(["resp_h", "resp_p"], sort=False):
-            if len(g) > ctx.settings.aggregate_over:
-                yield Finding(kind, f"{len(g)} connections to {endpoint(host, port)} closed this way",
-                              evidence(g["last_frame"]), float(g["ts"].min()), host=host, port=int(port))
+        rows = np.flatnonzero(ctx.isin("connections", "close", close))
+        g = group(ctx.key("connections", "resp_h")[rows], col["resp_p"][rows])
+        for i in range(len(g)):
+            mine = rows[g.rows(i)]
+            host, port = col["resp_h"][mine[0]], int(col["resp_p"][mine[0]])
+            if len(mine) > ctx.settings.aggregate_over:
+                yield Finding(kind, f"{len(mine)} connections to {endpoint(host, port)} closed this way",
+                              evidence(col["last_frame"][mine]), float(col["ts"][mine].min()), host=host, port=port)
                 continue
-            for row in map(ctx.rows.__getitem__, g["uid"]):
+            for uid, orig_h, orig_p, closer, last_frame, last_ns in zip(*(col[n][mine].tolist() for n in (
+                    "uid", "orig_h", "orig_p", "active_closer", "last_frame", "last_ns"))):
                 who = "both sides" if close == "simultaneous" else (
-                    endpoint(row.orig_h, row.orig_p) if row.active_closer == "orig"
-                    else endpoint(row.resp_h, row.resp_p))
-                yield Finding(kind, f"{endpoint(row.orig_h, row.orig_p)} <-> {endpoint(host, port)}: closed by "
-                              f"{who}", evidence([row.last_frame]), row.last_ns / NS, uid=row.uid, host=host,
-                              port=int(port))
+                    endpoint(orig_h, orig_p) if closer == "orig" else endpoint(host, port))
+                yield Finding(kind, f"{endpoint(orig_h, orig_p)} <-> {endpoint(host, port)}: closed by {who}",
+                              evidence([last_frame]), last_ns / NS, uid=uid, host=host, port=port)
 
 
 @detector("rst_after_half_close")
 def rst_after_half_close(ctx: Context) -> Iterator[Finding]:
     """An RST after one side's FIN while the other side had not closed."""
-    ctl = ctx.control
-    if ctl.empty:
+    if ctx.control.empty:
         return
-    fins = ctl[(ctl["flags"] & FIN) != 0]
-    first_fin = fins.drop_duplicates("uid").set_index("uid")
-    first_rst = ctl[(ctl["flags"] & RST) != 0].drop_duplicates("uid").set_index("uid")
-    both = first_fin.add_suffix("_fin").join(first_rst.add_suffix("_rst"), how="inner")
-    both = both[both["frame_rst"] > both["frame_fin"]]
-    fin_by_dir = fins.drop_duplicates(["uid", "dir"]).set_index(["uid", "dir"])["frame"]
-    events = ctx.events
-    late = events[events["kind"] == "data_after_peer_fin"] if not events.empty else events
-    for uid, row in zip(both.index, both.to_dict("records")):
-        closer = row["dir_fin"]
-        peer = "resp" if closer == "orig" else "orig"
-        other = fin_by_dir.get((uid, peer))
-        if other is not None and other < row["frame_rst"]:
-            continue  # both had closed: an RST after a full close is another story
-        c = ctx.rows[uid]
-        names = {"orig": endpoint(c.orig_h, c.orig_p), "resp": endpoint(c.resp_h, c.resp_p)}
-        mine = ctx.of("events", uid) if len(late) else late
-        sent = mine[(mine["kind"] == "data_after_peer_fin") & (mine["dir"] == peer)] if len(mine) else mine
-        data = (f"{names[peer]} kept sending data after the FIN (frame {int(sent['frame'].iloc[0])})"
-                if len(sent) else f"{names[peer]} sent no data after the FIN")
-        by = "the half-closed side itself" if row["dir_rst"] == closer else "the side still open"
-        yield Finding("rst_after_half_close", f"{names[closer]} half-closed (FIN, frame {int(row['frame_fin'])}); "
-                      f"{data}; then {names[row['dir_rst']]} ({by}) reset the connection "
-                      f"{(row['ts_ns_rst'] - row['ts_ns_fin']) / NS:.3f} s later",
-                      evidence([row["frame_fin"], row["frame_rst"], *sent["frame"][:1]]),
-                      row["ts_ns_rst"] / NS, uid=uid, host=c.resp_h, port=int(c.resp_p), direction=row["dir_rst"])
+    conn, flags, ts_ns, frame = (ctx.column("control", n) for n in ("conn", "flags", "ts_ns", "frame"))
+    orig = ctx.isin("control", "dir", "orig")
+    fins = np.flatnonzero((flags & FIN) != 0)
+    rsts = np.flatnonzero((flags & RST) != 0)
+    fin = fins[group(conn[fins]).first]  # each connection's first FIN
+    first_rst = rsts[group(conn[rsts]).first]
+    at = pd.Index(conn[first_rst]).get_indexer(conn[fin])
+    fin, rst = fin[at >= 0], first_rst[at[at >= 0]]
+    later = frame[rst] > frame[fin]
+    fin, rst = fin[later], rst[later]
+    # The peer's first FIN: if it came before the RST, both had closed (an RST after a full close is another story).
+    by_dir = fins[group(conn[fins], orig[fins]).first]
+    peer_fin = pd.Index(conn[by_dir] * 2 + orig[by_dir]).get_indexer(conn[fin] * 2 + ~orig[fin])
+    open_peer = (peer_fin < 0) | (frame[by_dir[peer_fin]] >= frame[rst])
+    fin, rst = fin[open_peer], rst[open_peer]
+    if not len(fin):
+        return
+    late: list[tuple[int, bool, int]] = []  # data sent after the peer's FIN: connection, from orig, frame
+    if not ctx.events.empty:
+        rows = np.flatnonzero(ctx.isin("events", "kind", "data_after_peer_fin"))
+        late = list(zip(ctx.column("events", "conn")[rows].tolist(),
+                        ctx.isin("events", "dir", "orig")[rows].tolist(), ctx.column("events", "frame")[rows].tolist()))
+    at = ctx.conn_rows(conn[fin])
+    orig_name, resp_name = ctx.names(at)
+    for i, (f, r, uid, host, port) in enumerate(zip(fin.tolist(), rst.tolist(), *(
+            ctx.column("connections", n)[at].tolist() for n in ("uid", "resp_h", "resp_p")))):
+        names = {True: orig_name[i], False: resp_name[i]}
+        closer = bool(orig[f])
+        sent = [fr for c, o, fr in late if c == conn[f] and o != closer][:1]  # the peer's first data after the FIN
+        data = (f"{names[not closer]} kept sending data after the FIN (frame {sent[0]})" if sent
+                else f"{names[not closer]} sent no data after the FIN")
+        by = "the half-closed side itself" if orig[r] == closer else "the side still open"
+        yield Finding("rst_after_half_close", f"{names[closer]} half-closed (FIN, frame {int(frame[f])}); "
+                      f"{data}; then {names[bool(orig[r])]} ({by}) reset the connection "
+                      f"{(ts_ns[r] - ts_ns[f]) / NS:.3f} s later",
+                      evidence([frame[f], frame[r], *sent]), ts_ns[r] / NS,
+                      uid=uid, host=host, port=int(port), direction="orig" if orig[r] else "resp")
 
 
-def _stints(ctx: Context, state: str) -> pd.DataFrame:
-    """Every time an endpoint entered `state`: uid, endpoint, entered, left (end of capture if still there)."""
+@dataclass(frozen=True, slots=True)
+class Stints:
+    """Every time an endpoint entered a state, in (connection, endpoint, time) order."""
+
+    rows: npt.NDArray[np.intp]  # the transitions into the state
+    conn: npt.NDArray[np.int64]
+    orig: npt.NDArray[np.bool_]  # the originator's endpoint (else the responder's)
+    entered: npt.NDArray[np.int64]
+    left: npt.NDArray[np.float64]  # the endpoint's next transition, or the end of the capture (as floats)
+    frame: npt.NDArray[np.int64]
+    still: npt.NDArray[np.bool_]  # in the state at the end of the capture
+
+
+def _successors(ctx: Context) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """Transitions per (connection, endpoint) in time order, and each one's next transition (-1: none)."""
+    conn, ts_ns, frame = (ctx.column("transitions", n) for n in ("conn", "ts_ns", "frame"))
+    resp = ~ctx.isin("transitions", "endpoint", "orig")
+    keys = (frame, ts_ns, resp, conn)  # last key first, as np.lexsort wants them
+    order = np.arange(len(conn)) if _sorted(*keys) else np.lexsort(keys)
+    conn, resp = conn[order], resp[order]
+    nxt = np.full(len(order), -1, np.int64)
+    same = (conn[1:] == conn[:-1]) & (resp[1:] == resp[:-1])
+    nxt[:-1][same] = order[1:][same]
+    out = np.full(len(order), -1, np.int64)
+    out[order] = nxt
+    return order, out
+
+
+def _sorted(*keys: npt.NDArray[Any]) -> bool:
+    """Whether rows are already in np.lexsort(keys) order (a stable sort would then keep them where they are)."""
+    if len(keys[0]) < 2:
+        return True
+    undecided = np.ones(len(keys[0]) - 1, np.bool_)  # pairs of neighbours equal on the keys compared so far
+    for key in reversed(keys):
+        a, b = key[:-1], key[1:]
+        if (undecided & (a > b)).any():
+            return False
+        undecided &= a == b
+    return True
+
+
+def _stints(ctx: Context, state: str) -> Stints:
+    """Every time an endpoint entered `state`: when, and when it left (end of capture if it is still there)."""
     tr = ctx.transitions
     if tr.empty:
-        return pd.DataFrame(columns=["uid", "endpoint", "entered", "left", "frame", "still"])
-    tr = tr.sort_values(["conn", "endpoint", "ts_ns", "frame"], kind="stable")
-    nxt = tr.groupby(["conn", "endpoint"])["ts_ns"].shift(-1)
-    into = tr["to_state"] == state
-    out = pd.DataFrame({"uid": tr.loc[into, "uid"], "endpoint": tr.loc[into, "endpoint"],
-                        "entered": tr.loc[into, "ts_ns"], "frame": tr.loc[into, "frame"]})
-    out["still"] = nxt[into].isna().to_numpy()
-    out["left"] = nxt[into].fillna(ctx.end_ns).to_numpy()
-    return out
+        empty = np.zeros(0, np.int64)
+        return Stints(empty, empty, empty.astype(np.bool_), empty, empty.astype(np.float64), empty,
+                      empty.astype(np.bool_))
+    order, nxt = ctx.cached("transition_successors", lambda: _successors(ctx))
+    rows = order[ctx.isin("transitions", "to_state", state)[order]]
+    ts_ns = ctx.column("transitions", "ts_ns")
+    following = nxt[rows]
+    still = following < 0
+    left = np.where(still, float(ctx.end_ns), ts_ns[following].astype(np.float64))
+    return Stints(rows, ctx.column("transitions", "conn")[rows], ctx.isin("transitions", "endpoint", "orig")[rows],
+                  ts_ns[rows], left, ctx.column("transitions", "frame")[rows], still)
 
 
 @detector("close_wait")
 def close_wait(ctx: Context) -> Iterator[Finding]:
     """Endpoints left in CLOSE_WAIT, or held there long, aggregated per host:port."""
     st = _stints(ctx, "CLOSE_WAIT")
-    if st.empty:
-        return
-    st = st.join(ctx.conns[["orig_h", "orig_p", "resp_h", "resp_p"]], on="uid")
-    st["age"] = (st["left"] - st["entered"]) / NS
-    stuck = st[st["still"] | (st["age"] >= ctx.settings.close_wait_min_s)]
-    st = stuck.assign(host=lambda d: d["orig_h"].where(d["endpoint"] == "orig", d["resp_h"]),
-                      port=lambda d: d["orig_p"].where(d["endpoint"] == "orig", d["resp_p"]))
-    for (host, port), g in st.groupby(["host", "port"], sort=False):
-        still = int(g["still"].sum())
-        oldest = g.loc[g["age"].idxmax()]
-        uid = str(oldest["uid"]) if len(g) == 1 else ""
-        yield Finding("close_wait", f"{endpoint(host, port)}: {len(g)} socket{'s' if len(g) > 1 else ''} in "
-                      f"CLOSE_WAIT ({still} still at the end of the capture), oldest {oldest['age']:.3f} s "
-                      f"(connection {oldest['uid']})", evidence(g["frame"]), g["entered"].min() / NS, uid=uid,
-                      host=host, port=int(port))
+    age = (st.left - st.entered) / NS
+    stuck = np.flatnonzero(st.still | (age >= ctx.settings.close_wait_min_s))
+    at = ctx.conn_rows(st.conn[stuck])
+    orig = st.orig[stuck]
+    host = np.where(orig, ctx.column("connections", "orig_h")[at], ctx.column("connections", "resp_h")[at])
+    port = np.where(orig, ctx.column("connections", "orig_p")[at], ctx.column("connections", "resp_p")[at])
+    uid = ctx.column("connections", "uid")[at]
+    g = group(host, port)
+    for i in range(len(g)):
+        mine = g.rows(i)
+        still = int(st.still[stuck[mine]].sum())
+        oldest = mine[np.argmax(age[stuck[mine]])]
+        yield Finding("close_wait", f"{endpoint(host[mine[0]], port[mine[0]])}: {len(mine)} socket"
+                      f"{'s' if len(mine) > 1 else ''} in CLOSE_WAIT ({still} still at the end of the capture), "
+                      f"oldest {age[stuck[oldest]]:.3f} s (connection {uid[oldest]})",
+                      evidence(st.frame[stuck[mine]]), st.entered[stuck[mine]].min() / NS,
+                      uid=str(uid[oldest]) if len(mine) == 1 else "", host=host[mine[0]], port=int(port[mine[0]]))
 
 
 @detector("fin_wait_2_lingering", "last_ack_lingering")
 def lingering(ctx: Context) -> Iterator[Finding]:
     """FIN_WAIT_2 or LAST_ACK held past the threshold, or ended by the kernel's timer."""
-    tr = ctx.transitions
+    if ctx.transitions.empty:
+        return
+    ended_by_timer = ctx.column("transitions", "conn")[ctx.isin("transitions", "event", "FIN_TIMEOUT")]
     for kind, state in (("fin_wait_2_lingering", "FIN_WAIT_2"), ("last_ack_lingering", "LAST_ACK")):
         st = _stints(ctx, state)
-        timed_out = set(tr.loc[tr["event"] == "FIN_TIMEOUT", "uid"]) if state == "FIN_WAIT_2" else set()
-        for row in st[["uid", "endpoint", "entered", "left", "frame", "still"]].itertuples():
-            age = (row.left - row.entered) / NS
-            if age < ctx.settings.linger_min_s and row.uid not in timed_out:
-                continue
-            c = ctx.rows[row.uid]
-            me = endpoint(c.orig_h, c.orig_p) if row.endpoint == "orig" else endpoint(c.resp_h, c.resp_p)
-            how = ("until tcp_fin_timeout closed it" if row.uid in timed_out
-                   else "to the end of the capture" if row.still else "before the peer answered")
-            yield Finding(kind, f"{me} held {state} for {age:.1f} s {how}", evidence([row.frame]),
-                          row.entered / NS, uid=row.uid, host=c.resp_h, port=int(c.resp_p),
-                          direction=row.endpoint)
+        timed_out = np.isin(st.conn, ended_by_timer) if state == "FIN_WAIT_2" else np.zeros(len(st.conn), np.bool_)
+        age = (st.left - st.entered) / NS
+        hit = np.flatnonzero((age >= ctx.settings.linger_min_s) | timed_out)
+        at = ctx.conn_rows(st.conn[hit])
+        orig_name, resp_name = ctx.names(at)
+        for i, (j, uid, host, port) in enumerate(zip(hit.tolist(), *(
+                ctx.column("connections", n)[at].tolist() for n in ("uid", "resp_h", "resp_p")))):
+            how = ("until tcp_fin_timeout closed it" if timed_out[j]
+                   else "to the end of the capture" if st.still[j] else "before the peer answered")
+            yield Finding(kind, f"{orig_name[i] if st.orig[j] else resp_name[i]} held {state} for {age[j]:.1f} s "
+                          f"{how}", evidence([st.frame[j]]), st.entered[j] / NS, uid=uid, host=host, port=int(port),
+                          direction="orig" if st.orig[j] else "resp")
 
 
 @detector("port_reuse")
 def port_reuse(ctx: Context) -> Iterator[Finding]:
     """A 4-tuple used again by a later connection; flagged when the SYN met the old one's TIME_WAIT."""
-    c = ctx.connections
-    key = ["orig_h", "orig_p", "resp_h", "resp_p"]
-    tw = _stints(ctx, "TIME_WAIT").set_index("uid") if not ctx.transitions.empty else pd.DataFrame()
-    dup = c[c.duplicated(key, keep=False) & (c["started"] == "syn")]
-    for _, g in dup.sort_values("first_ns").groupby(key, sort=False):
-        rows = [ctx.rows[u] for u in g["uid"]]
-        for old, new in zip(rows, rows[1:]):
+    if ctx.connections.empty:
+        return
+    col = {n: ctx.column("connections", n) for n in (
+        "conn", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "first_ns", "last_ns", "first_frame", "ts")}
+    key = group(ctx.key("connections", "orig_h"), col["orig_p"], ctx.key("connections", "resp_h"), col["resp_p"])
+    dup = np.flatnonzero((key.sizes[key.codes] >= 2) & ctx.isin("connections", "started", "syn"))
+    dup = dup[np.argsort(col["first_ns"][dup])]  # in time order (numpy's default sort, as pandas' sort_values)
+    tw = _stints(ctx, "TIME_WAIT")
+    per_conn = group(tw.conn)
+    entered = dict(zip(tw.conn[per_conn.first].tolist(), per_conn.reduce(np.minimum, tw.entered)))  # 1st TIME_WAIT
+    g = group(key.codes[dup])
+    for i in range(len(g)):
+        mine = dup[g.rows(i)].tolist()
+        for old, new in itertools.pairwise(mine):
             note, severity = "", ""
-            if len(tw) and old.uid in tw.index:
-                entered = tw.loc[[old.uid], "entered"].min()
-                if new.first_ns < entered + ctx.settings.time_wait * NS:
-                    note = (f"; the new SYN came {(new.first_ns - entered) / NS:.1f} s into the old connection's "
-                            "TIME_WAIT")
-                    severity = "notice"
-            yield Finding("port_reuse", f"{endpoint(new.orig_h, new.orig_p)} -> {endpoint(new.resp_h, new.resp_p)} "
-                          f"reused {(new.first_ns - old.last_ns) / NS:.1f} s after connection {old.uid}{note}",
-                          evidence([new.first_frame]), new.ts, severity=severity, uid=new.uid, host=new.resp_h,
-                          port=int(new.resp_p))
+            old_tw = entered.get(int(col["conn"][old]))
+            if old_tw is not None and int(col["first_ns"][new]) < old_tw + ctx.settings.time_wait * NS:
+                note = (f"; the new SYN came {(int(col['first_ns'][new]) - old_tw) / NS:.1f} s into the old "
+                        "connection's TIME_WAIT")
+                severity = "notice"
+            yield Finding("port_reuse", f"{endpoint(col['orig_h'][new], col['orig_p'][new])} -> "
+                          f"{endpoint(col['resp_h'][new], col['resp_p'][new])} reused "
+                          f"{(int(col['first_ns'][new]) - int(col['last_ns'][old])) / NS:.1f} s after connection "
+                          f"{col['uid'][old]}{note}", evidence([col["first_frame"][new]]), float(col["ts"][new]),
+                          severity=severity, uid=col["uid"][new], host=col["resp_h"][new],
+                          port=int(col["resp_p"][new]))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from . import Context, Finding, Kind, declare, detector, endpoint, evidence
+from . import Context, Finding, Groups, Kind, declare, detector, endpoint, evidence, group
 
 SYN, ACK, RST = 0x02, 0x10, 0x04
 NS = 1e9
@@ -67,22 +69,21 @@ declare(
 )
 
 
-def _syns(ctx: Context, with_ack: bool) -> pd.DataFrame:
-    ctl = ctx.control
-    if ctl.empty:
-        return ctl
-    mask = ((ctl["flags"] & SYN) != 0) & (((ctl["flags"] & ACK) != 0) == with_ack)
-    return ctl[mask]
+def _syns(ctx: Context, with_ack: bool) -> npt.NDArray[np.intp]:
+    """Control rows of SYNs (with_ack: of SYN+ACKs)."""
+    flags = ctx.column("control", "flags")
+    return np.flatnonzero(((flags & SYN) != 0) & (((flags & ACK) != 0) == with_ack))
 
 
-def _repeated(syns: pd.DataFrame) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
-    """Per connection and direction, the SYNs that repeat the first one's sequence number (two or more)."""
-    if syns.empty:
-        return
-    first = syns.groupby(["uid", "dir"], sort=False)["seq"].transform("first")
-    same = syns[syns["seq"] == first]
-    counts = same.groupby(["uid", "dir"], sort=False)["seq"].transform("size")
-    yield from same[counts >= 2].groupby(["uid", "dir"], sort=False)
+def _repeated(ctx: Context, syns: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.intp], Groups]:
+    """Per connection and direction, the SYNs that repeat the first one's sequence number (two or more): their
+    control rows, and those rows grouped by connection and direction."""
+    conn, seq, orig = ctx.column("control", "conn"), ctx.column("control", "seq"), ctx.isin("control", "dir", "orig")
+    g = group(conn[syns], orig[syns])
+    same = syns[seq[syns] == seq[syns[g.first]][g.codes]]
+    g = group(conn[same], orig[same])
+    same = same[g.sizes[g.codes] >= 2]
+    return same, group(conn[same], orig[same])
 
 
 def _classify(gap: float) -> str:
@@ -93,98 +94,139 @@ def _classify(gap: float) -> str:
     return f"{gap:.2f} s: neither the 1 s nor the 3 s initial RTO"
 
 
-def _answer(ctx: Context, uid: str, direction: str, after_ns: int) -> str:
-    ctl = ctx.control
-    mine = ctx.of("control", uid)
-    back = mine[mine["dir"] != direction]
-    if ((back["flags"] & (SYN | ACK)) == (SYN | ACK)).any():
-        t = back.loc[(back["flags"] & SYN) != 0, "ts_ns"].min()
-        return f"answered by SYN+ACK {(t - after_ns) / NS:.3f} s after the first SYN"
-    if ((back["flags"] & RST) != 0).any():
-        return "answered by RST (refused)"
-    return "never answered"
+def _answers(ctx: Context, first: npt.NDArray[np.intp]) -> list[str]:
+    """How the peer answered each of these SYNs (control rows): by SYN+ACK, by RST, or not at all."""
+    conn, orig = ctx.column("control", "conn"), ctx.isin("control", "dir", "orig")
+    flags, ts_ns = ctx.column("control", "flags"), ctx.column("control", "ts_ns")
+    mine = np.flatnonzero(np.isin(conn, conn[first]))
+    g = group(conn[mine], orig[mine])  # each connection's segments per direction
+    f = flags[mine]
+    synack = g.reduce(np.logical_or, (f & (SYN | ACK)) == (SYN | ACK))
+    rst = g.reduce(np.logical_or, (f & RST) != 0)
+    syn_ns = g.reduce(np.minimum, np.where((f & SYN) != 0, ts_ns[mine], np.iinfo(np.int64).max))
+    at = {key: i for i, key in enumerate(zip(conn[mine[g.first]].tolist(), orig[mine[g.first]].tolist()))}
+    out = []
+    for c, o, after_ns in zip(conn[first].tolist(), orig[first].tolist(), ts_ns[first].tolist()):
+        back = at.get((c, not o))  # the other direction's segments
+        if back is not None and synack[back]:
+            out.append(f"answered by SYN+ACK {(syn_ns[back] - after_ns) / NS:.3f} s after the first SYN")
+        elif back is not None and rst[back]:
+            out.append("answered by RST (refused)")
+        else:
+            out.append("never answered")
+    return out
 
 
 @detector("syn_retransmit")
 def syn_retransmit(ctx: Context) -> Iterator[Finding]:
     """The same SYN sent again: every gap, the first one classified, and whether it was answered."""
-    for (uid, direction), same in _repeated(_syns(ctx, with_ack=False)):
-        gaps = same["ts_ns"].diff().dropna().to_numpy() / NS
-        c = ctx.rows[uid]
-        src, dst = (endpoint(c.orig_h, c.orig_p), endpoint(c.resp_h, c.resp_p)) if direction == "orig" else \
-            (endpoint(c.resp_h, c.resp_p), endpoint(c.orig_h, c.orig_p))
-        answer = _answer(ctx, uid, direction, int(same["ts_ns"].iloc[0]))
-        yield Finding("syn_retransmit", f"{src} -> {dst}: SYN sent {len(same)} times, gaps "
+    if ctx.control.empty:
+        return
+    same, g = _repeated(ctx, _syns(ctx, with_ack=False))
+    ts_ns, frame, conn = (ctx.column("control", n) for n in ("ts_ns", "frame", "conn"))
+    first = same[g.first]
+    at = ctx.conn_rows(conn[first])
+    orig_name, resp_name = ctx.names(at)
+    uid, resp_h, resp_p = (ctx.column("connections", n)[at].tolist() for n in ("uid", "resp_h", "resp_p"))
+    from_orig = ctx.isin("control", "dir", "orig")[first].tolist()
+    for i, answer in enumerate(_answers(ctx, first)):
+        rows = same[g.rows(i)]
+        gaps = np.diff(ts_ns[rows]) / NS
+        src, dst = (orig_name[i], resp_name[i]) if from_orig[i] else (resp_name[i], orig_name[i])
+        yield Finding("syn_retransmit", f"{src} -> {dst}: SYN sent {len(rows)} times, gaps "
                       f"{', '.join(f'{x:.2f} s' for x in gaps)}; first retry after {_classify(gaps[0])}; {answer}",
-                      evidence(same["frame"]), same["ts_ns"].iloc[0] / NS, uid=uid, host=c.resp_h, port=int(c.resp_p),
-                      direction=direction)
+                      evidence(frame[rows]), ts_ns[rows[0]] / NS, uid=uid[i], host=resp_h[i], port=int(resp_p[i]),
+                      direction="orig" if from_orig[i] else "resp")
 
 
 @detector("synack_retransmit", "accept_queue_overflow")
 def synack_retransmit(ctx: Context) -> Iterator[Finding]:
     """The same SYN+ACK sent again; after the client's handshake ACK it means a full accept queue."""
-    for (uid, direction), same in _repeated(_syns(ctx, with_ack=True)):
-        c = ctx.rows[uid]
-        gaps = same["ts_ns"].diff().dropna().to_numpy() / NS
-        yield Finding("synack_retransmit", f"{endpoint(c.resp_h, c.resp_p)} sent its SYN+ACK {len(same)} times to "
-                      f"{endpoint(c.orig_h, c.orig_p)} (gaps {', '.join(f'{x:.2f} s' for x in gaps)})",
-                      evidence(same["frame"]), same["ts_ns"].iloc[0] / NS, uid=uid, host=c.resp_h,
-                      port=int(c.resp_p), direction=direction)
-        if pd.notna(c.synack_to_ack_ms):
-            ack_ns = same["ts_ns"].iloc[0] + c.synack_to_ack_ms * 1e6
-            late = same[same["ts_ns"] > ack_ns]
+    if ctx.control.empty:
+        return
+    same, g = _repeated(ctx, _syns(ctx, with_ack=True))
+    ts_ns, frame, conn = (ctx.column("control", n) for n in ("ts_ns", "frame", "conn"))
+    first = same[g.first]
+    at = ctx.conn_rows(conn[first])
+    orig_name, resp_name = ctx.names(at)
+    uid, resp_h, resp_p = (ctx.column("connections", n)[at].tolist() for n in ("uid", "resp_h", "resp_p"))
+    synack_to_ack_ms = ctx.column("connections", "synack_to_ack_ms")[at]
+    from_orig = ctx.isin("control", "dir", "orig")[first].tolist()
+    for i in range(len(g)):
+        rows = same[g.rows(i)]
+        direction = "orig" if from_orig[i] else "resp"
+        gaps = np.diff(ts_ns[rows]) / NS
+        yield Finding("synack_retransmit", f"{resp_name[i]} sent its SYN+ACK {len(rows)} times to {orig_name[i]} "
+                      f"(gaps {', '.join(f'{x:.2f} s' for x in gaps)})", evidence(frame[rows]), ts_ns[rows[0]] / NS,
+                      uid=uid[i], host=resp_h[i], port=int(resp_p[i]), direction=direction)
+        if pd.notna(synack_to_ack_ms[i]):
+            ack_ns = ts_ns[rows[0]] + synack_to_ack_ms[i] * 1e6
+            late = rows[ts_ns[rows] > ack_ns]
             if len(late):
-                yield Finding("accept_queue_overflow", f"{endpoint(c.resp_h, c.resp_p)} repeated its SYN+ACK "
-                              f"{(late['ts_ns'].iloc[0] - ack_ns) / NS:.3f} s after {endpoint(c.orig_h, c.orig_p)} "
-                              "had completed the handshake: the server dropped the client's ACK",
-                              evidence(late["frame"]), late["ts_ns"].iloc[0] / NS, uid=uid, host=c.resp_h,
-                              port=int(c.resp_p), direction=direction)
+                yield Finding("accept_queue_overflow", f"{resp_name[i]} repeated its SYN+ACK "
+                              f"{(ts_ns[late[0]] - ack_ns) / NS:.3f} s after {orig_name[i]} had completed the "
+                              "handshake: the server dropped the client's ACK", evidence(frame[late]),
+                              ts_ns[late[0]] / NS, uid=uid[i], host=resp_h[i], port=int(resp_p[i]),
+                              direction=direction)
 
 
 @detector("accept_queue_overflow")
 def handshake_reset(ctx: Context) -> Iterator[Finding]:
     """A handshake completed by the client and answered with an RST by the server (tcp_abort_on_overflow=1)."""
     c = ctx.connections
-    hit = c[(c["reset_by"] == "resp") & (c["resp_bytes"] == 0) & c["synack_to_ack_ms"].notna()
-            & (c["reset_state"] == "ESTABLISHED") & (c["resp_data_pkts"] == 0)]
-    ctl = ctx.control
-    for row in map(ctx.rows.__getitem__, hit["uid"]):
-        mine = ctx.of("control", row.uid)
-        rst = mine[(mine["dir"] == "resp") & ((mine["flags"] & RST) != 0)]
-        if rst.empty or pd.isna(row.handshake_rtt_ms):
+    hit = np.flatnonzero(((c["reset_by"] == "resp") & (c["resp_bytes"] == 0) & c["synack_to_ack_ms"].notna()
+                          & (c["reset_state"] == "ESTABLISHED") & (c["resp_data_pkts"] == 0)).to_numpy())
+    if not len(hit) or ctx.control.empty:
+        return
+    conn, flags = ctx.column("control", "conn"), ctx.column("control", "flags")
+    hit_conn = ctx.column("connections", "conn")[hit]
+    rst = np.flatnonzero(np.isin(conn, hit_conn) & ~ctx.isin("control", "dir", "orig") & ((flags & RST) != 0))
+    g = group(conn[rst])  # the responder's RSTs, per connection
+    by_conn = dict(zip(conn[rst[g.first]].tolist(), range(len(g))))
+    ts_ns, frame = ctx.column("control", "ts_ns"), ctx.column("control", "frame")
+    orig_name, resp_name = ctx.names(hit)
+    rtt, first_ns = ctx.column("connections", "handshake_rtt_ms")[hit], ctx.column("connections", "first_ns")[hit]
+    for i, (c_id, uid, host, port) in enumerate(zip(hit_conn.tolist(), *(
+            ctx.column("connections", n)[hit].tolist() for n in ("uid", "resp_h", "resp_p")))):
+        if c_id not in by_conn or pd.isna(rtt[i]):
             continue
-        after = (rst["ts_ns"].iloc[0] - row.first_ns) / 1e6 - row.handshake_rtt_ms
-        if after > max(3 * row.handshake_rtt_ms, 50.0):
+        rows = rst[g.rows(by_conn[c_id])]
+        after = (ts_ns[rows[0]] - first_ns[i]) / 1e6 - rtt[i]
+        if after > max(3 * rtt[i], 50.0):
             continue  # a reset long after the handshake is something else
-        yield Finding("accept_queue_overflow", f"{endpoint(row.resp_h, row.resp_p)} reset "
-                      f"{endpoint(row.orig_h, row.orig_p)} right after the handshake completed, before sending "
-                      "anything", evidence(rst["frame"]), rst["ts_ns"].iloc[0] / NS, uid=row.uid,
-                      host=row.resp_h, port=int(row.resp_p), direction="resp")
+        yield Finding("accept_queue_overflow", f"{resp_name[i]} reset {orig_name[i]} right after the handshake "
+                      "completed, before sending anything", evidence(frame[rows]), ts_ns[rows[0]] / NS, uid=uid,
+                      host=host, port=int(port), direction="resp")
 
 
-def _per_connection_or_merged(ctx: Context, rows: pd.DataFrame, kind: str, what: str) -> Iterator[Finding]:
-    """One finding per connection, or one per server port when there are many."""
-    for (host, port), g in rows.groupby(["resp_h", "resp_p"], sort=False):
-        if len(g) > ctx.settings.aggregate_over:
-            sources = g["orig_h"].nunique()
-            yield Finding(kind, f"{len(g)} connections to {endpoint(host, port)} from {sources} source address"
-                          f"{'es' if sources > 1 else ''}: {what}", evidence(g["first_frame"]),
-                          float(g["ts"].min()), host=host, port=int(port))
+def _per_connection_or_merged(ctx: Context, rows: npt.NDArray[np.intp], kind: str, what: str) -> Iterator[Finding]:
+    """One finding per connection (rows of the connections table), or one per server port when there are many."""
+    col = {n: ctx.column("connections", n)[rows] for n in (
+        "uid", "orig_h", "orig_p", "resp_h", "resp_p", "first_frame", "last_frame", "ts", "orig_syns")}
+    g = group(ctx.key("connections", "resp_h")[rows], col["resp_p"])
+    for i in range(len(g)):
+        mine = g.rows(i)
+        host, port = col["resp_h"][mine[0]], int(col["resp_p"][mine[0]])
+        if len(mine) > ctx.settings.aggregate_over:
+            sources = len(set(col["orig_h"][mine].tolist()))
+            yield Finding(kind, f"{len(mine)} connections to {endpoint(host, port)} from {sources} source address"
+                          f"{'es' if sources > 1 else ''}: {what}", evidence(col["first_frame"][mine]),
+                          float(col["ts"][mine].min()), host=host, port=port)
             continue
-        for row in map(ctx.rows.__getitem__, g["uid"]):
-            yield Finding(kind, f"{endpoint(row.orig_h, row.orig_p)} -> {endpoint(host, port)}: {what} "
-                          f"({row.orig_syns} SYN{'s' if row.orig_syns != 1 else ''})",
-                          evidence([row.first_frame, row.last_frame]), row.ts, uid=row.uid, host=host,
-                          port=int(port), direction="orig")
+        for uid, orig_h, orig_p, first_frame, last_frame, ts, syns in zip(*(col[n][mine].tolist() for n in (
+                "uid", "orig_h", "orig_p", "first_frame", "last_frame", "ts", "orig_syns"))):
+            yield Finding(kind, f"{endpoint(orig_h, orig_p)} -> {endpoint(host, port)}: {what} "
+                          f"({syns} SYN{'s' if syns != 1 else ''})", evidence([first_frame, last_frame]), ts,
+                          uid=uid, host=host, port=port, direction="orig")
 
 
 @detector("syn_unanswered", "connection_refused")
 def unanswered_and_refused(ctx: Context) -> Iterator[Finding]:
     """SYNs that got nothing back (S0), and SYNs answered by RST+ACK (REJ)."""
-    c = ctx.connections
-    yield from _per_connection_or_merged(ctx, c[c["conn_state"] == "S0"], "syn_unanswered", "SYN never answered")
-    yield from _per_connection_or_merged(ctx, c[c["conn_state"] == "REJ"], "connection_refused",
-                                         "refused with RST+ACK")
+    yield from _per_connection_or_merged(ctx, np.flatnonzero(ctx.isin("connections", "conn_state", "S0")),
+                                         "syn_unanswered", "SYN never answered")
+    yield from _per_connection_or_merged(ctx, np.flatnonzero(ctx.isin("connections", "conn_state", "REJ")),
+                                         "connection_refused", "refused with RST+ACK")
 
 
 @detector("syn_flood")
@@ -192,24 +234,43 @@ def syn_flood(ctx: Context) -> Iterator[Finding]:
     """Many handshakes to one server port, from many sources, that never complete."""
     c = ctx.connections
     s = ctx.settings
-    half = c[(c["started"] == "syn") & c["synack_to_ack_ms"].isna() & (c["conn_state"] != "REJ")]
-    for (host, port), g in half.groupby(["resp_h", "resp_p"], sort=False):
-        sources = g["orig_h"].nunique()
-        total = int(((c["resp_h"] == host) & (c["resp_p"] == port)).sum())
-        if len(g) >= s.syn_flood_min and sources >= s.syn_flood_sources and len(g) >= total / 2:
-            span = max((g["first_ns"].max() - g["first_ns"].min()) / NS, 1e-9)
-            yield Finding("syn_flood", f"{len(g)} half-open handshakes to {endpoint(host, port)} from {sources} "
-                          f"sources ({len(g) / span:.0f}/s), {total - len(g)} completed",
-                          evidence(g["first_frame"]), float(g["ts"].min()), host=host, port=int(port))
+    if c.empty:
+        return
+    col = {n: ctx.column("connections", n) for n in ("resp_h", "resp_p", "orig_h", "first_ns", "first_frame", "ts")}
+    server_h = ctx.key("connections", "resp_h")
+    server = group(server_h, col["resp_p"])  # every connection to each server port
+    half = np.flatnonzero(ctx.isin("connections", "started", "syn") & c["synack_to_ack_ms"].isna().to_numpy()
+                          & ~ctx.isin("connections", "conn_state", "REJ"))
+    g = group(server_h[half], col["resp_p"][half])
+    totals = server.sizes[server.codes[half[g.first]]].tolist()
+    for i, total in enumerate(totals):
+        mine = half[g.rows(i)]
+        if len(mine) < s.syn_flood_min or len(mine) < total / 2:
+            continue
+        sources = len(set(col["orig_h"][mine].tolist()))
+        if sources >= s.syn_flood_sources:
+            host, port = col["resp_h"][mine[0]], int(col["resp_p"][mine[0]])
+            first_ns = col["first_ns"][mine]
+            span = max((first_ns.max() - first_ns.min()) / NS, 1e-9)
+            yield Finding("syn_flood", f"{len(mine)} half-open handshakes to {endpoint(host, port)} from {sources} "
+                          f"sources ({len(mine) / span:.0f}/s), {total - len(mine)} completed",
+                          evidence(col["first_frame"][mine]), float(col["ts"][mine].min()), host=host, port=port)
 
 
 @detector("simultaneous_open")
 def simultaneous_open(ctx: Context) -> Iterator[Finding]:
     """Both sides sent a SYN: an endpoint went from SYN_SENT to SYN_RCVD."""
     tr = ctx.transitions
-    hit = tr[(tr["from_state"] == "SYN_SENT") & (tr["to_state"] == "SYN_RCVD")]
-    for uid, g in hit.groupby("uid", sort=False):
-        c = ctx.rows[uid]
-        yield Finding("simultaneous_open", f"{endpoint(c.orig_h, c.orig_p)} and {endpoint(c.resp_h, c.resp_p)} "
-                      "opened the connection at the same time", evidence(g["frame"]), g["ts_ns"].iloc[0] / NS,
-                      uid=uid, host=c.resp_h, port=int(c.resp_p))
+    if tr.empty:
+        return
+    hit = np.flatnonzero(ctx.isin("transitions", "to_state", "SYN_RCVD"))
+    hit = hit[(tr["from_state"].iloc[hit] == "SYN_SENT").to_numpy()]
+    conn, ts_ns, frame = (ctx.column("transitions", n)[hit] for n in ("conn", "ts_ns", "frame"))
+    g = group(conn)
+    at = ctx.conn_rows(conn[g.first])
+    orig_name, resp_name = ctx.names(at)
+    for i, (uid, host, port) in enumerate(zip(*(ctx.column("connections", n)[at].tolist()
+                                                for n in ("uid", "resp_h", "resp_p")))):
+        rows = g.rows(i)
+        yield Finding("simultaneous_open", f"{orig_name[i]} and {resp_name[i]} opened the connection at the same "
+                      "time", evidence(frame[rows]), ts_ns[rows[0]] / NS, uid=uid, host=host, port=int(port))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import numpy.typing as npt
 
-from . import Context, Finding, Kind, declare, detector, endpoint, evidence
+from . import Context, Finding, Kind, declare, detector, endpoint, evidence, group
 
 NS = 1e9
 SUSTAINED_S = 5.0  # a connection rate must hold this long before it is projected over TIME_WAIT
@@ -48,39 +48,44 @@ def _peak(starts: npt.NDArray[np.int64], length: int) -> tuple[int, int]:
 @detector("time_wait_accumulation")
 def time_wait_accumulation(ctx: Context) -> Iterator[Finding]:
     """Sockets one host held in TIME_WAIT at once toward one server ip:port."""
-    tr = ctx.transitions
-    tw = tr[tr["to_state"] == "TIME_WAIT"]
-    if tw.empty:
+    if ctx.transitions.empty:
         return
-    tw = tw.join(ctx.conns[["orig_h", "resp_h", "resp_p", "orig_p"]], on="uid")
-    tw = tw.assign(host=tw["orig_h"].where(tw["endpoint"] == "orig", tw["resp_h"]))
+    tw = np.flatnonzero(ctx.isin("transitions", "to_state", "TIME_WAIT"))
+    at = ctx.conn_rows(ctx.column("transitions", "conn")[tw])
+    orig = ctx.isin("transitions", "endpoint", "orig")[tw]
+    host = np.where(orig, ctx.column("connections", "orig_h")[at], ctx.column("connections", "resp_h")[at])
+    server, port = ctx.column("connections", "resp_h")[at], ctx.column("connections", "resp_p")[at]
+    ts_ns, frame = ctx.column("transitions", "ts_ns")[tw], ctx.column("transitions", "frame")[tw]
     length = int(ctx.settings.time_wait * NS)
-    keys = ["host", "resp_h", "resp_p"]
-    tw = tw[tw.groupby(keys, sort=False)["frame"].transform("size") >= ctx.settings.time_wait_min]
-    for (host, server, port), g in tw.groupby(keys, sort=False):
-        peak, at = _peak(g["ts_ns"].to_numpy(np.int64), length)
+    g = group(host, server, port)
+    for i in np.flatnonzero(g.sizes >= ctx.settings.time_wait_min):
+        mine = g.rows(i)
+        peak, when = _peak(ts_ns[mine], length)
         if peak < ctx.settings.time_wait_min:
             continue
-        side = "client" if (g["endpoint"] == "orig").all() else "host"
-        yield Finding("time_wait_accumulation", f"{side} {host} held up to {peak} sockets in TIME_WAIT toward "
-                      f"{endpoint(server, port)} ({len(g)} active closes in all)", evidence(g["frame"]),
-                      at / NS, host=host, port=int(port))
+        side = "client" if orig[mine].all() else "host"
+        yield Finding("time_wait_accumulation", f"{side} {host[mine[0]]} held up to {peak} sockets in TIME_WAIT "
+                      f"toward {endpoint(server[mine[0]], port[mine[0]])} ({len(mine)} active closes in all)",
+                      evidence(frame[mine]), when / NS, host=host[mine[0]], port=int(port[mine[0]]))
 
 
 @detector("port_exhaustion_risk")
 def port_exhaustion(ctx: Context) -> Iterator[Finding]:
     """New connections per client address and server ip:port against ports / TIME_WAIT."""
-    c = ctx.connections
     s = ctx.settings
-    starts = c[c["started"] == "syn"]
+    if ctx.connections.empty:
+        return
+    starts = np.flatnonzero(ctx.isin("connections", "started", "syn"))
+    client, server, port, first_ns, first_frame = (ctx.column("connections", n)[starts] for n in (
+        "orig_h", "resp_h", "resp_p", "first_ns", "first_frame"))
     limit = s.ephemeral_ports / s.time_wait
     length = int(s.time_wait * NS)
     # Fewer connections than this cannot reach the warning share even at a sustained rate.
     least = max(2, int(s.exhaustion_warn * s.ephemeral_ports * min(SUSTAINED_S, s.time_wait) / s.time_wait))
-    keys = ["orig_h", "resp_h", "resp_p"]
-    starts = starts[starts.groupby(keys, sort=False)["uid"].transform("size") >= least]
-    for (client, server, port), g in starts.groupby(keys, sort=False):
-        t = np.sort(g["first_ns"].to_numpy(np.int64))
+    g = group(ctx.key("connections", "orig_h")[starts], ctx.key("connections", "resp_h")[starts], port)
+    for i in np.flatnonzero(g.sizes >= least):
+        mine = g.rows(i)
+        t = np.sort(first_ns[mine])
         span = (t[-1] - t[0]) / NS
         in_window = int(np.max(np.searchsorted(t, t + length) - np.arange(len(t))))
         rate = (len(t) - 1) / span if span > 0 else float("inf")
@@ -94,8 +99,10 @@ def port_exhaustion(ctx: Context) -> Iterator[Finding]:
             continue
         severity = "error" if share >= 0.9 else "warning"
         left = (s.ephemeral_ports - in_window) / rate if rate > limit and rate != float("inf") else None
-        yield Finding("port_exhaustion_risk", f"{client} -> {endpoint(server, port)}: {len(t)} new connections at "
-                      f"{rate:.0f}/s (ceiling about {limit:.0f}/s for {s.ephemeral_ports} ports and "
-                      f"{s.time_wait:.0f} s TIME_WAIT): TIME_WAIT alone would hold {share:.0%} of the port range"
+        yield Finding("port_exhaustion_risk", f"{client[mine[0]]} -> {endpoint(server[mine[0]], port[mine[0]])}: "
+                      f"{len(t)} new connections at {rate:.0f}/s (ceiling about {limit:.0f}/s for "
+                      f"{s.ephemeral_ports} ports and {s.time_wait:.0f} s TIME_WAIT): TIME_WAIT alone would hold "
+                      f"{share:.0%} of the port range"
                       + (f"; exhausted in about {left:.0f} s at this rate" if left else ""),
-                      evidence(g["first_frame"]), t[0] / NS, severity=severity, host=client, port=int(port))
+                      evidence(first_frame[mine]), t[0] / NS, severity=severity, host=client[mine[0]],
+                      port=int(port[mine[0]]))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from . import Context, Finding, Kind, declare, detector, endpoint, evidence
+from . import Context, Finding, Kind, declare, detector, endpoint, evidence, group
 
 NS = 1e9
 RETRANSMITS = ("retransmission", "fast_retransmission", "spurious_retransmission")
@@ -30,61 +31,75 @@ declare(
 )
 
 
+def _retransmits(ctx: Context) -> npt.NDArray[np.intp]:
+    """Rows of the events table that are retransmissions of any kind."""
+    return np.flatnonzero(ctx.isin("events", "kind", *RETRANSMITS))
+
+
 @detector("half_open")
 def half_open(ctx: Context) -> Iterator[Finding]:
     """Three or more retransmissions in a row after the peer's last packet, with no close."""
-    ev = ctx.events
-    if ev.empty:
+    if ctx.events.empty:
         return
-    rt = ev[ev["kind"].astype(str).isin(RETRANSMITS) & (ev["len"] > 0)]  # data, not SYNs (syn_retransmit)
-    peer_last = np.where(rt["dir"].to_numpy() == "orig", rt["uid"].map(ctx.conns["resp_last_ns"]).to_numpy(),
-                         rt["uid"].map(ctx.conns["orig_last_ns"]).to_numpy())
-    rt = rt[(rt["ts_ns"].to_numpy() > peer_last) & (peer_last >= 0)]  # only what was sent into silence
-    rt = rt[rt.groupby(["uid", "dir"], sort=False)["frame"].transform("size") >= 3]
-    for (uid, direction), g in rt.groupby(["uid", "dir"], sort=False):
-        c = ctx.rows[uid]
-        peer_last = c.resp_last_ns if direction == "orig" else c.orig_last_ns
-        if peer_last < 0:
-            continue  # the peer never answered at all: an unanswered attempt, not a vanished peer
-        silent = g[g["ts_ns"] > peer_last]
-        if len(silent) < 3 or c.close in ("reset",):
-            continue
-        src, dst = (endpoint(c.orig_h, c.orig_p), endpoint(c.resp_h, c.resp_p)) if direction == "orig" else \
-            (endpoint(c.resp_h, c.resp_p), endpoint(c.orig_h, c.orig_p))
-        span = (silent["ts_ns"].iloc[-1] - peer_last) / NS
-        yield Finding("half_open", f"{src} retransmitted {len(silent)} times over {span:.1f} s after {dst} "
-                      "last sent anything", evidence(silent["frame"]), silent["ts_ns"].iloc[0] / NS, uid=uid,
-                      host=c.resp_h, port=int(c.resp_p), direction=direction)
+    rt = _retransmits(ctx)
+    rt = rt[ctx.column("events", "len")[rt] > 0]  # data, not SYNs (syn_retransmit)
+    orig = ctx.isin("events", "dir", "orig")[rt]
+    at = ctx.conn_rows(ctx.column("events", "conn")[rt])
+    peer_last = np.where(orig, ctx.column("connections", "resp_last_ns")[at],
+                         ctx.column("connections", "orig_last_ns")[at])
+    silent = (ctx.column("events", "ts_ns")[rt] > peer_last) & (peer_last >= 0)  # sent into silence
+    rt, orig, at, peer_last = rt[silent], orig[silent], at[silent], peer_last[silent]
+    g = group(at, orig)
+    first = g.first
+    hit = np.flatnonzero((g.sizes >= 3) & ~ctx.isin("connections", "close", "reset")[at[first]])
+    orig_name, resp_name = ctx.names(at[first[hit]])
+    ts_ns, frame = ctx.column("events", "ts_ns"), ctx.column("events", "frame")
+    for j, i in enumerate(hit.tolist()):
+        mine = rt[g.rows(i)]
+        o, c = bool(orig[first[i]]), at[first[i]]
+        src, dst = (orig_name[j], resp_name[j]) if o else (resp_name[j], orig_name[j])
+        span = (ts_ns[mine[-1]] - peer_last[first[i]]) / NS
+        yield Finding("half_open", f"{src} retransmitted {len(mine)} times over {span:.1f} s after {dst} "
+                      "last sent anything", evidence(frame[mine]), ts_ns[mine[0]] / NS,
+                      uid=ctx.column("connections", "uid")[c], host=ctx.column("connections", "resp_h")[c],
+                      port=int(ctx.column("connections", "resp_p")[c]), direction="orig" if o else "resp")
 
 
 @detector("mss_blackhole")
 def mss_blackhole(ctx: Context) -> Iterator[Finding]:
     """The same full-size segment retransmitted three or more times while smaller data was acknowledged."""
-    ev = ctx.events
-    if ev.empty:
+    if ctx.events.empty:
         return
-    rt = ev[ev["kind"].astype(str).isin(RETRANSMITS) & (ev["len"] >= 1000)]
-    repeats_any = rt.groupby(["uid", "dir", "seq", "len"], sort=False)["frame"].transform("size")
-    candidates = rt.loc[repeats_any >= 3, ["uid", "dir"]].drop_duplicates()
-    rt = ev[ev["kind"].astype(str).isin(RETRANSMITS)].merge(candidates, on=["uid", "dir"])
-    for (uid, direction), g in rt.groupby(["uid", "dir"], sort=False):
-        c = ctx.rows[uid]
-        peer_mss = c.resp_mss if direction == "orig" else c.orig_mss
-        size = int(g["len"].max())
-        full = g[g["len"] == size]
-        repeats = full.groupby("seq").size()
+    rt = _retransmits(ctx)
+    conn, orig = ctx.column("events", "conn"), ctx.isin("events", "dir", "orig")
+    seq, length = ctx.column("events", "seq"), ctx.column("events", "len")
+    big = rt[length[rt] >= 1000]
+    same = group(conn[big], orig[big], seq[big], length[big])
+    repeated = big[same.sizes[same.codes] >= 3]
+    rt = rt[np.isin(conn[rt] * 2 + orig[rt], conn[repeated] * 2 + orig[repeated])]
+    g = group(conn[rt], orig[rt])
+    ts_ns, frame = ctx.column("events", "ts_ns"), ctx.column("events", "frame")
+    c = ctx.connections
+    for i in range(len(g)):
+        mine = rt[g.rows(i)]
+        o, at = bool(orig[mine[0]]), int(ctx.conn_rows(conn[mine[:1]])[0])
+        peer_mss = c["resp_mss" if o else "orig_mss"].iloc[at]
+        size = int(length[mine].max())
+        full = mine[length[mine] == size]
+        seqs, repeats = np.unique(seq[full], return_counts=True)
         if size < 1000 or repeats.max() < 3:
             continue
         if pd.notna(peer_mss) and size < 0.9 * float(peer_mss):
             continue
-        small = g[g["len"] < size]
-        sent = c.orig_data_pkts if direction == "orig" else c.resp_data_pkts
-        if int(sent) - len(g) <= 0:
+        small = int((length[mine] < size).sum())
+        through = int(c["orig_data_pkts" if o else "resp_data_pkts"].iloc[at]) - len(mine)
+        if through <= 0:
             continue  # nothing got through at all: plain loss or a dead peer, not a size problem
-        seq = int(repeats.idxmax())
-        src = endpoint(c.orig_h, c.orig_p) if direction == "orig" else endpoint(c.resp_h, c.resp_p)
-        yield Finding("mss_blackhole", f"{src}: the {size}-byte segment at seq {seq} was retransmitted "
-                      f"{int(repeats.max())} times while {int(sent) - len(g)} data segments got through"
-                      + (f" ({len(small)} smaller retransmissions)" if len(small) else ""),
-                      evidence(full[full["seq"] == seq]["frame"]), full["ts_ns"].iloc[0] / NS, uid=uid,
-                      host=c.resp_h, port=int(c.resp_p), direction=direction)
+        worst = int(np.argmax(repeats))
+        src = endpoint(c["orig_h"].iloc[at], c["orig_p"].iloc[at]) if o else \
+            endpoint(c["resp_h"].iloc[at], c["resp_p"].iloc[at])
+        yield Finding("mss_blackhole", f"{src}: the {size}-byte segment at seq {int(seqs[worst])} was retransmitted "
+                      f"{int(repeats[worst])} times while {through} data segments got through"
+                      + (f" ({small} smaller retransmissions)" if small else ""),
+                      evidence(frame[full[seq[full] == seqs[worst]]]), ts_ns[full[0]] / NS, uid=c["uid"].iloc[at],
+                      host=c["resp_h"].iloc[at], port=int(c["resp_p"].iloc[at]), direction="orig" if o else "resp")

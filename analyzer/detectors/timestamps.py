@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from . import Context, Finding, Kind, declare, detector, endpoint, evidence
+from . import Context, Finding, Groups, Kind, declare, detector, endpoint, evidence, group
 
 SYN, ACK = 0x02, 0x10
 NS = 1e9
@@ -33,15 +34,17 @@ def _serial_lt(a: int, b: int) -> bool:
     return 0 < ((b - a) & 0xFFFFFFFF) < 0x80000000
 
 
-def _rates(ctx: Context, uids: pd.Index) -> dict[str, float]:
-    """Each connection's client clock rate (TSval ticks per second), when two stamps 0.5 s apart exist."""
-    ctl = ctx.control
-    stamped = ctl[ctl["uid"].isin(uids) & (ctl["dir"] == "orig") & (ctl["tsval"] >= 0)]
-    out = {}
-    for uid, g in stamped.groupby("uid", sort=False):
-        dt = (g["ts_ns"].iloc[-1] - g["ts_ns"].iloc[0]) / NS
+def _rates(ctx: Context, conns: npt.NDArray[np.int64]) -> list[float]:
+    """The connections' client clock rates (TSval ticks per second), where two stamps 0.5 s apart exist."""
+    conn, ts_ns, tsval = (ctx.column("control", n) for n in ("conn", "ts_ns", "tsval"))
+    stamped = np.flatnonzero(np.isin(conn, conns) & ctx.isin("control", "dir", "orig") & (tsval >= 0))
+    g = group(conn[stamped])
+    first, last = stamped[g.first], stamped[g.last]
+    out = []
+    for a, b in zip(first.tolist(), last.tolist()):
+        dt = (ts_ns[b] - ts_ns[a]) / NS
         if dt >= 0.5:
-            out[uid] = ((int(g["tsval"].iloc[-1]) - int(g["tsval"].iloc[0])) & 0xFFFFFFFF) / dt
+            out.append(((int(tsval[b]) - int(tsval[a])) & 0xFFFFFFFF) / dt)
     return out
 
 
@@ -50,19 +53,33 @@ def _clock(rate: float) -> float | None:
     return near if abs(rate - near) / near <= 0.1 else None
 
 
+def _may_go_back(g: Groups, ts_ns: npt.NDArray[np.int64], tsval: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Per group, whether its TSvals can go backwards: a TSval below the one sent just before it (or two SYNs at
+    the same time, whose order is then not given). A group where neither happens never goes backwards."""
+    by = np.lexsort((ts_ns, g.codes))
+    code, ts_ns, tsval = g.codes[by], ts_ns[by], tsval[by]
+    pair = code[1:] == code[:-1]
+    back = ((tsval[:-1] - tsval[1:]) & 0xFFFFFFFF)
+    suspect = pair & ((ts_ns[1:] == ts_ns[:-1]) | ((back > 0) & (back < 0x80000000)))
+    return np.bincount(code[1:][suspect], minlength=len(g)) > 0
+
+
 @detector("timestamp_regression")
 def timestamp_regression(ctx: Context) -> Iterator[Finding]:
     """SYN TSvals from one address to one server going backwards; stronger with dropped SYNs or mixed clocks."""
-    ctl = ctx.control
-    if ctl.empty:
+    if ctx.control.empty:
         return
-    syns = ctl[((ctl["flags"] & (SYN | ACK)) == SYN) & (ctl["tsval"] >= 0) & (ctl["dir"] == "orig")]
-    syns = syns.drop_duplicates("uid").join(ctx.conns[["orig_h", "resp_h", "resp_p", "conn_state"]], on="uid")
-    keys = ["orig_h", "resp_h", "resp_p"]
-    syns = syns[syns.groupby(keys, sort=False)["uid"].transform("size") >= 2]
-    for (client, server, port), g in syns.groupby(keys, sort=False):
-        if len(g) < 2:
-            continue
+    conn, flags, tsval = (ctx.column("control", n) for n in ("conn", "flags", "tsval"))
+    syns = np.flatnonzero(((flags & (SYN | ACK)) == SYN) & (tsval >= 0) & ctx.isin("control", "dir", "orig"))
+    syns = syns[group(conn[syns]).first]  # each connection's first SYN
+    at = ctx.conn_rows(conn[syns])
+    col = {n: ctx.column("connections", n)[at] for n in ("uid", "orig_h", "resp_h", "resp_p", "conn_state")}
+    col.update({n: ctx.column("control", n)[syns] for n in ("conn", "tsval", "frame", "ts_ns")})
+    keys = group(ctx.key("connections", "orig_h")[at], ctx.key("connections", "resp_h")[at], col["resp_p"])
+    for i in np.flatnonzero((keys.sizes >= 2) & _may_go_back(keys, col["ts_ns"], col["tsval"])):
+        mine = keys.rows(i)
+        client, server, port = col["orig_h"][mine[0]], col["resp_h"][mine[0]], col["resp_p"][mine[0]]
+        g = pd.DataFrame({n: col[n][mine] for n in ("uid", "conn", "tsval", "frame", "ts_ns", "conn_state")})
         g = g.sort_values("ts_ns")
         highest = int(g["tsval"].iloc[0])
         back = []
@@ -76,7 +93,7 @@ def timestamp_regression(ctx: Context) -> Iterator[Finding]:
         back_uids = {r.uid for r in back}
         dropped = [r for r in back if r.conn_state in ("S0", "RSTOS0")]
         answered_others = (~g["uid"].isin(back_uids) & ~g["conn_state"].isin(["S0", "RSTOS0"])).any()
-        clocks = {_clock(r) for r in _rates(ctx, pd.Index(g["uid"])).values()} - {None}
+        clocks = {c for c in map(_clock, _rates(ctx, g["conn"].to_numpy())) if c is not None}
         evidence_text = []
         if dropped and answered_others:
             evidence_text.append(f"{len(dropped)} of the SYNs with the lower TSval went unanswered while others "

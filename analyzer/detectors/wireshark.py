@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from . import MAX_EVIDENCE, Context, Finding, Kind, declare, detector, endpoint, evidence
+import numpy as np
+
+from . import MAX_EVIDENCE, Context, Findings, Kind, declare, detector, group, group_evidence
 
 NS = 1e9
 
@@ -85,28 +87,36 @@ RETRANSMITS = ("retransmission", "fast_retransmission", "spurious_retransmission
 
 
 @detector(*WORDS)
-def sequence_analysis(ctx: Context) -> Iterator[Finding]:
+def sequence_analysis(ctx: Context) -> Iterator[Findings]:
     """Group the per-segment flags by connection, direction and kind."""
-    ev = ctx.events
-    if ev.empty:
+    if ctx.events.empty:
         return
-    ev = ev[ev["kind"].astype(str).isin(list(WORDS))].assign(kind=lambda d: d["kind"].astype(str),
-                                                               data=lambda d: d["len"] > 0)
-    groups = ev.groupby(["uid", "dir", "kind"], sort=False)
-    table = groups.agg(n=("frame", "size"), first_ns=("ts_ns", "min"), worst=("value", "max"),
-                       data_rt=("data", "sum"))
-    frames = groups["frame"].agg(lambda f: evidence(f.to_numpy()[:MAX_EVIDENCE]))
-    for (uid, direction, kind), n, first_ns, worst, data_rt, ev_frames in zip(
-            table.index, table["n"], table["first_ns"], table["worst"], table["data_rt"], frames):
-        c = ctx.rows[uid]
-        src, dst = (endpoint(c.orig_h, c.orig_p), endpoint(c.resp_h, c.resp_p)) if direction == "orig" else \
-            (endpoint(c.resp_h, c.resp_p), endpoint(c.orig_h, c.orig_p))
-        extra, severity = "", ""
-        if kind in RETRANSMITS:
-            extra = f"; up to {worst / 1e6:.0f} ms after the original"
-            data = int(c.orig_data_pkts if direction == "orig" else c.resp_data_pkts)
-            if kind == "retransmission" and data_rt >= 3 and data_rt > 0.05 * max(data, 1):
-                severity = "warning"  # data (not SYN) retransmissions above 5% of the data segments
-                extra += f" ({data_rt / max(data, 1):.0%} of its data segments)"
-        yield Finding(kind, f"{src} -> {dst}: {n} {WORDS[kind]}{extra}", ev_frames, first_ns / NS,
-                      severity=severity, uid=uid, host=c.resp_h, port=int(c.resp_p), direction=direction)
+    rows = np.flatnonzero(ctx.isin("events", "kind", *WORDS))
+    kind_code, kind_names = ctx.codes("events", "kind")
+    orig = ctx.isin("events", "dir", "orig")
+    g = group(ctx.column("events", "conn")[rows], orig[rows], kind_code[rows])
+    first = rows[g.first]  # each group's first event: its connection, direction and kind
+    kinds = [kind_names[k] for k in kind_code[first].tolist()]
+    orig = orig[first]
+    first_ns = g.reduce(np.minimum, ctx.column("events", "ts_ns")[rows])
+    worst = g.reduce(np.maximum, ctx.column("events", "value")[rows])  # retransmissions: the longest delay (ns)
+    data_rt = g.reduce(np.add, (ctx.column("events", "len")[rows] > 0).astype(np.int64))  # data, not SYNs
+    at = ctx.conn_rows(ctx.column("events", "conn")[first])
+    data = np.where(orig, ctx.column("connections", "orig_data_pkts")[at],
+                    ctx.column("connections", "resp_data_pkts")[at])
+    # Data (not SYN) retransmissions above 5% of the data segments are a warning.
+    heavy = ((np.array(kinds, dtype=object) == "retransmission") & (data_rt >= 3)
+             & (data_rt > 0.05 * np.maximum(data, 1)))
+    share = data_rt / np.maximum(data, 1)
+    summaries = []
+    for kind, o, a, b, n, w, h, s in zip(kinds, orig.tolist(), *ctx.names(at), g.sizes.tolist(), worst.tolist(),
+                                         heavy.tolist(), share.tolist()):
+        src, dst = (a, b) if o else (b, a)
+        extra = f"; up to {w / 1e6:.0f} ms after the original" if kind in RETRANSMITS else ""
+        if h:
+            extra += f" ({s:.0%} of its data segments)"
+        summaries.append(f"{src} -> {dst}: {n} {WORDS[kind]}{extra}")
+    yield Findings(kinds, summaries, group_evidence(g, ctx.column("events", "frame")[rows], first=MAX_EVIDENCE),
+                   (first_ns / NS).tolist(), np.where(heavy, "warning", "").tolist(),
+                   ctx.column("connections", "uid")[at].tolist(), ctx.column("connections", "resp_h")[at].tolist(),
+                   ctx.column("connections", "resp_p")[at].tolist(), np.where(orig, "orig", "resp").tolist())
