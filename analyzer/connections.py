@@ -57,11 +57,13 @@ def transitions_frame(chunks: list[npt.NDArray[np.int64]], end_ns: int) -> pd.Da
     tr = np.concatenate(chunks) if chunks else np.empty((0, T_FIELDS), np.int64)
     tr = tr[tr[:, T_NS] <= end_ns]  # timers that would run out after the capture ended did not happen yet
     tr = tr[np.lexsort((tr[:, T_ORDER], tr[:, T_NS], tr[:, T_ENDPOINT], tr[:, T_CONN]))]
-    states, events = np.array(STATE_NAMES), np.array(EVENT_NAMES)
+    def names(codes: npt.NDArray[np.int64], categories: list[str]) -> pd.Categorical:
+        return pd.Categorical.from_codes(codes, categories=categories)  # one byte per row, not a string
+
     return pd.DataFrame({
-        "conn": tr[:, T_CONN], "endpoint": np.array(ENDPOINTS)[tr[:, T_ENDPOINT]],
-        "from_state": states[tr[:, T_FROM]], "to_state": states[tr[:, T_TO]],
-        "event": events[tr[:, T_EVENT]], "ts_ns": tr[:, T_NS], "frame": tr[:, T_FRAME],
+        "conn": tr[:, T_CONN], "endpoint": names(tr[:, T_ENDPOINT], list(ENDPOINTS)),
+        "from_state": names(tr[:, T_FROM], list(STATE_NAMES)), "to_state": names(tr[:, T_TO], list(STATE_NAMES)),
+        "event": names(tr[:, T_EVENT], list(EVENT_NAMES)), "ts_ns": tr[:, T_NS], "frame": tr[:, T_FRAME],
     })
 
 
