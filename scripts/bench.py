@@ -132,6 +132,10 @@ def main() -> None:
                 rows.append((size, name, n, wall, n / wall, rss))
                 print(f"{size:g}M  {name:<22} {wall:8.2f} s  {n / wall:>11,.0f} packets/s  peak RSS {rss:8.1f} MB",
                       flush=True)
+        tiny = ROOT / "pcaps" / "normal_close.pcap"
+        startup = statistics.median(measure(tools(tiny, out, peers=False)["tcpa"])[0] for _ in range(a.repeat))
+        print(f"tcpa start-up (imports, compiled code loaded, outputs of a {packets(tiny)}-packet capture): "
+              f"{startup:.2f} s", flush=True)
         for rate in [int(float(r)) for r in a.live_rates.split(",") if r]:
             print(live(rate, a.live_seconds, capture(2), out), flush=True)
     print()
