@@ -445,6 +445,15 @@ def test_nothing_is_overwritten_without_force(tmp_path: Path, option: str) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.out"]
 
 
+def test_output_pipe_closed_early_ends_quietly() -> None:
+    # `tcpa analyze ... | head`: the reader leaves after a few bytes; tcpa ends as a tool killed by SIGPIPE
+    # would (status 141, nothing on stderr), not with an error about a broken pipe
+    proc = subprocess.run(f"'{TCPA}' analyze '{PCAPS / 'showcase.pcapng'}' -f jsonl -q | head -c 10 >/dev/null; "
+                          "echo ${PIPESTATUS[0]} >&2", shell=True, executable="/bin/bash", check=False,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.stderr == "141\n"
+
+
 @pytest.mark.parametrize("name", ["normal_close.pcap", "normal_close_gzip.pcap.gz", "two_interfaces.pcapng"])
 def test_reading_from_a_pipe(name: str) -> None:
     capture = PCAPS / name
