@@ -132,12 +132,12 @@ def analyze_cmd(
             raise CaptureError(f"--format {fmt}: choose one of {', '.join(writers.FORMATS)}")
         if batch_frames < 1:
             raise CaptureError("--batch-frames must be at least 1")
-        if output and output != "-" and os.path.exists(output) and not force:
+        if output and writers.clobbers(output) and not force:
             raise writers.OutputExists(f"{output}: exists; use --force to overwrite it")
         if fail_on is not None and fail_on not in detectors.SEVERITIES:
             raise CaptureError(f"--fail-on {fail_on}: choose one of {', '.join(detectors.SEVERITIES)}")
         for extra in (html, conn_log):
-            if extra and os.path.exists(extra) and not force:
+            if extra and writers.clobbers(extra) and not force:
                 raise writers.OutputExists(f"{extra}: exists; use --force to overwrite it")
         params = Params(time_wait=time_wait, fin_timeout=fin_timeout, idle_timeout=idle_timeout, checksums=checksums)
         settings = detectors.Settings(time_wait=time_wait, ephemeral_ports=ephemeral_ports)
@@ -164,7 +164,7 @@ def report_cmd(
 ) -> None:
     """Write the HTML session timeline report: overview, timeline of every connection, ladders and graphs."""
     try:
-        if os.path.exists(output) and not force:
+        if writers.clobbers(output) and not force:
             raise writers.OutputExists(f"{output}: exists; use --force to overwrite it")
         report = _run(captures, Params(checksums=checksums), DEFAULT_BATCH, quiet, keep_segments=True)
         from .html import write_html
@@ -221,7 +221,7 @@ def live_cmd(
         if packets is not None and packets < 1:
             raise CaptureError("--packets must be at least 1")
         for extra in (output if output != "-" else None, html):
-            if extra and os.path.exists(extra) and not force:
+            if extra and writers.clobbers(extra) and not force:
                 raise writers.OutputExists(f"{extra}: exists; use --force to overwrite it")
         opts = live.LiveOptions(
             interface=interface, bpf=bpf, duration=duration, packets=packets, write=write, force=force,

@@ -581,8 +581,8 @@ def decode_frames(data: npt.NDArray[np.uint8], offset: npt.NDArray[np.int64], ca
 
 
 @numba.njit(cache=True, nogil=True)
-def _columns(rows: npt.NDArray[np.int64], ok: npt.NDArray[np.int64], frames: npt.NDArray[np.int64],
-             ts: npt.NDArray[np.int64], frame, ts_ns, ip_version, src_hi, src_lo, dst_hi, dst_lo,  # type: ignore[no-untyped-def]
+def _columns(rows: npt.NDArray[np.int64], ok: npt.NDArray[np.int64], frames: npt.NDArray[np.int64],  # type: ignore[no-untyped-def]
+             ts: npt.NDArray[np.int64], frame, ts_ns, ip_version, src_hi, src_lo, dst_hi, dst_lo,
              sport, dport, seq, ack, flags, win, ip_len, tcp_hdr_len, payload_len, captured_payload, mss, wscale,
              sack_perm, has_ts, ts_val, ts_ecr, sack_count, sack_left, sack_right, opt_error, truncated,
              csum_ok) -> None:

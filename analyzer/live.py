@@ -578,6 +578,8 @@ PCAPNG_SUFFIXES = (".pcapng", ".ntar")
 
 def _check_writable(path: str, force: bool) -> None:
     target = Path(path)
+    if target.exists() and not target.is_file() and not target.is_dir():
+        raise LiveError(f"-w {path}: not a regular file (the capture is written beside it and renamed into place)")
     if target.exists() and not force:
         raise LiveError(f"{path}: exists; use --force to overwrite it")
     if target.is_dir():

@@ -30,6 +30,12 @@ class OutputExists(CaptureError):
     """The output file exists and --force was not given."""
 
 
+def clobbers(path: str) -> bool:
+    """Whether writing `path` would replace something that exists (devices and pipes are written into)."""
+    target = Path(path)
+    return path != "-" and target.exists() and (target.is_file() or target.is_dir())
+
+
 @contextmanager
 def atomic_output(path: str, force: bool, binary: bool = False) -> Iterator[IO[Any]]:
     """A file object for `path` ("-" is stdout) that appears only complete, and never clobbers by surprise."""
@@ -37,7 +43,13 @@ def atomic_output(path: str, force: bool, binary: bool = False) -> Iterator[IO[A
         yield sys.stdout.buffer if binary else sys.stdout
         return
     target = Path(path)
-    if target.exists() and not force:
+    if target.exists() and not target.is_file() and not target.is_dir():
+        # a device or a named pipe (/dev/null, /dev/stdout, a FIFO): write into it; renaming a file over it
+        # would replace the device node itself
+        with open(target, "wb" if binary else "w", encoding=None if binary else "utf-8") as fh:
+            yield fh
+        return
+    if clobbers(path) and not force:
         raise OutputExists(f"{path}: exists; use --force to overwrite it")
     if target.is_dir():
         raise CaptureError(f"{path}: is a directory")
@@ -65,7 +77,7 @@ def _plain(value: Any) -> Any:
 
 def column(values: pd.Series) -> list[Any]:
     """A column as plain Python values, missing ones (NaN, NA, NaT) as None."""
-    out = values.tolist()
+    out: list[Any] = values.tolist()
     for i in np.flatnonzero(values.isna().to_numpy()):
         out[i] = None
     return out

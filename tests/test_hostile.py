@@ -8,9 +8,11 @@ import io
 import json
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -432,6 +434,31 @@ def test_interrupted_parquet_write_leaves_no_partial_file(tmp_path: Path, monkey
     with pytest.raises(OSError):
         writers.write(report, "parquet", str(tmp_path / "c.parquet"), force=False)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["-f", "json", "-o"], ["--conn-log"], ["--html"]])
+def test_devices_are_written_into_not_replaced(args: list[str]) -> None:
+    # `-o /dev/null` (as root, too) must write into the device, not rename a file over the device node
+    before = os.stat("/dev/null")
+    done = subprocess.run([str(TCPA), "analyze", str(PCAPS / "normal_close.pcap"), "-q", *args, "/dev/null"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+
+
+def test_output_into_a_named_pipe(tmp_path: Path) -> None:
+    fifo = tmp_path / "report.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    done = subprocess.run([str(TCPA), "analyze", str(PCAPS / "normal_close.pcap"), "-q", "-f", "json", "-o",
+                           str(fifo)], capture_output=True, text=True, timeout=300, check=False)
+    reader.join(60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(got[0])["capture"]["frames"] == analyze(PCAPS / "normal_close.pcap").capture.frames
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
 @pytest.mark.parametrize("option", ["-o", "--html"])
