@@ -222,12 +222,14 @@ def _check_linktypes(facts: CaptureFacts) -> None:
 
 def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skipped: Counter[str],
                  segments: int) -> Report:
-    """Assemble the Report's tables from what the tracker collected."""
-    rows = np.concatenate(tracker.conn_rows) if tracker.conn_rows else np.empty((0, ROW), np.int64)
-    hist = np.concatenate(tracker.conn_hist) if tracker.conn_hist else np.empty((0, HIST_MAX), np.uint8)
-    keys = np.concatenate(tracker.conn_keys) if tracker.conn_keys else np.empty((0, 5), np.uint64)
-    transitions = transitions_frame(tracker.transitions, facts.last_ns)
+    """Assemble the Report's tables from what the tracker collected (which is handed over: the tracker's
+    lists are emptied as their tables are built, so the rows are not held twice)."""
+    rows = _stack(tracker.conn_rows, (0, ROW), np.int64)
+    hist = _stack(tracker.conn_hist, (0, HIST_MAX), np.uint8)
+    keys = _stack(tracker.conn_keys, (0, 5), np.uint64)
+    transitions = transitions_frame(_taken(tracker.transitions), facts.last_ns)
     conns = connections_frame(rows, hist, keys, transitions, tunnels)
+    del rows, hist, keys
     uid_of = conns.set_index("conn")["uid"]
     transitions.insert(0, "uid", uid_of.reindex(transitions["conn"]).to_numpy())
     events = _table(tracker.seq_events, EV_NAMES, uid_of)
@@ -239,10 +241,24 @@ def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skip
                   events=events, control=control, packets=packets)
 
 
+def _taken(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """The arrays of a tracker's list, which is left empty."""
+    taken = list(parts)
+    parts.clear()
+    return taken
+
+
+def _stack(parts: list[np.ndarray], empty: tuple[int, int], dtype: type) -> np.ndarray:
+    """A tracker's list of row blocks as one array (the list is emptied)."""
+    taken = _taken(parts)
+    return np.concatenate(taken) if taken else np.empty(empty, dtype)
+
+
 def _table(parts: list[np.ndarray], names: list[str], uid_of: pd.Series) -> pd.DataFrame:
-    """Rows the tracker collected, with each row's connection uid, in frame order."""
-    rows = np.concatenate(parts) if parts else np.empty((0, len(names)), np.int64)
+    """Rows the tracker collected, with each row's connection uid, in frame order (the list is emptied)."""
+    rows = _stack(parts, (0, len(names)), np.int64)
     df = pd.DataFrame(rows, columns=names)
+    del rows
     df = df.sort_values("frame", kind="stable", ignore_index=True)
     df.insert(0, "uid", uid_of.reindex(df["conn"]).to_numpy())
     df["dir"] = np.where(df["dir"] == 0, "orig", "resp")
