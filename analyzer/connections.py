@@ -179,7 +179,9 @@ def _closing(df: pd.DataFrame, rows: npt.NDArray[np.int64], transitions: pd.Data
 
 def _zeek(df: pd.DataFrame, rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8]) -> None:
     """Zeek's history string and conn_state per connection."""
-    history = [bytes(h[h != 0]).decode("ascii") for h in hist]
+    # one fixed-width byte string per row: numpy drops the trailing NULs (letters are packed from the left)
+    history = [h.decode("ascii") for h in np.ascontiguousarray(hist).view(f"S{hist.shape[1]}").ravel().tolist()] \
+        if hist.shape[1] else [""] * len(hist)
     df["history"] = history
     df["conn_state"] = [
         conn_state(int(o), int(r), h, int(ob), int(rb)) for o, r, h, ob, rb in

@@ -104,7 +104,7 @@ def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
             yield item
     finally:
         stop.set()
-        worker.join()
+        worker.join(timeout=1.0)  # a daemon: one blocked on a silent pipe must not hold up Ctrl-C
 
 
 class Analysis:
