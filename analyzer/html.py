@@ -313,7 +313,10 @@ def _overview(report: Report) -> dict[str, Any]:
     severities = ["error", "warning", "notice", "info"]
     if not findings.empty:
         counts = Counter(zip(findings["kind"].astype(str), findings["severity"].astype(str)))
-        kinds = sorted({k for k, _ in counts}, key=lambda k: -sum(n for (kk, _), n in counts.items() if kk == k))
+        totals = Counter[str]()
+        for (kind, _), n in counts.items():
+            totals[kind] += n
+        kinds = sorted(totals, key=lambda k: (-totals[k], k))  # most frequent first, ties by name (stable output)
         extra = sorted({s for _, s in counts} - set(severities))
         severities += extra
         by_kind = [(k, {s: counts.get((k, s), 0) for s in severities}, sum(counts[(k, s)] for s in severities))
