@@ -1,0 +1,65 @@
+"""pipeline.prefetched: the second thread that reads and decodes ahead of the tracker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from analyzer.pipeline import prefetched
+
+
+def test_items_arrive_in_order_and_complete() -> None:
+    assert list(prefetched(iter(range(1000)), depth=2)) == list(range(1000))
+
+
+def test_items_are_produced_in_another_thread_ahead_of_the_consumer() -> None:
+    produced: list[int] = []
+    threads: set[str] = set()
+
+    def items() -> Iterator[int]:
+        for i in range(6):
+            threads.add(threading.current_thread().name)
+            produced.append(i)
+            yield i
+
+    it = prefetched(items(), depth=2)
+    assert next(it) == 0
+    deadline = time.monotonic() + 5
+    while len(produced) < 3 and time.monotonic() < deadline:  # one taken, two waiting in the queue
+        time.sleep(0.01)
+    assert len(produced) >= 3 and threading.current_thread().name not in threads
+    assert list(it) == [1, 2, 3, 4, 5]
+
+
+def test_a_producer_error_is_raised_in_the_consumer_after_the_items_before_it() -> None:
+    def items() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise ValueError("bad record")
+
+    got = []
+    with pytest.raises(ValueError, match="bad record"):
+        for x in prefetched(items()):
+            got.append(x)
+    assert got == [1, 2]
+
+
+def test_a_consumer_that_stops_early_stops_the_producer() -> None:
+    produced: list[int] = []
+
+    def items() -> Iterator[int]:
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    it = prefetched(items(), depth=2)
+    assert next(it) == 0
+    it.close()  # the consumer gives up (an exception, Ctrl-C): the worker must not run on to the end
+    time.sleep(0.3)
+    settled = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == settled < 10
+    assert not any(t.name == "tcpa-decode" for t in threading.enumerate())
