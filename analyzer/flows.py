@@ -52,6 +52,19 @@ def unique_rows(keys: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.intp], npt
     return first, inverse.reshape(-1)
 
 
+Keyed = tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.intp], npt.NDArray[np.intp]]
+
+
+def keyed(seg: SegmentTable) -> Keyed:
+    """The table-independent part of FlowTable.assign (canonical keys, direction, distinct keys), which the
+    decoding thread computes ahead of the tracker."""
+    keys, a_is_src = canonical_keys(seg)
+    if len(seg) == 0:
+        return keys, a_is_src, np.zeros(0, np.intp), np.zeros(0, np.intp)
+    first, inverse = unique_rows(keys)
+    return keys, a_is_src, first, inverse
+
+
 class FlowTable:
     """4-tuple -> slot, with a free list so retired slots are reused."""
 
@@ -66,12 +79,15 @@ class FlowTable:
         """Slots allocated (live or free)."""
         return len(self.keys)
 
-    def assign(self, seg: SegmentTable) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """Slot of every segment (allocating new ones) and whether its source is the key's first endpoint."""
-        keys, a_is_src = canonical_keys(seg)
+    def assign(self, seg: SegmentTable, known: Keyed | None = None
+               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Slot of every segment (allocating new ones) and whether its source is the key's first endpoint.
+
+        `known` is keyed(seg) when it was computed already.
+        """
+        keys, a_is_src, first, inverse = known if known is not None else keyed(seg)
         if len(seg) == 0:
             return np.zeros(0, np.int64), a_is_src
-        first, inverse = unique_rows(keys)
         distinct = keys[first]
         slots = np.fromiter((self._slot(row) for row in distinct), dtype=np.int64, count=len(distinct))
         return slots[inverse], a_is_src

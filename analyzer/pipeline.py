@@ -18,6 +18,7 @@ from . import detectors, engine
 from .capture import open_capture
 from .connections import connections_frame, transitions_frame
 from .decode import SUPPORTED_LINKTYPES, Decoder
+from .flows import Keyed, keyed
 from .layout import HIST_MAX, ROW
 from .model import CaptureError, CaptureFacts, FrameBatch, Notice
 from .report import Report
@@ -46,8 +47,8 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
         if isinstance(item, CaptureFacts):
             facts = _merge(facts, item)
             continue
-        seg, size = item
-        analysis.add(seg)
+        seg, known, size = item
+        analysis.add(seg, known)
         if progress:
             progress(size)
     assert facts is not None
@@ -55,12 +56,14 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
 
 
 def _decoded(paths: list[str | os.PathLike[str]], decoder: Decoder, batch_frames: int
-             ) -> Iterator[tuple[SegmentTable, int] | CaptureFacts]:
-    """Each capture's decoded batches (with their size in bytes, for progress), then the capture's facts."""
+             ) -> Iterator[tuple[SegmentTable, Keyed, int] | CaptureFacts]:
+    """Each capture's decoded batches (with their flow keys, and their size in bytes for progress), then the
+    capture's facts."""
     for path in paths:
         with open_capture(path, batch_frames=batch_frames) as capture:
             for batch in capture:
-                yield decoder.decode(batch), int(batch.caplen.sum()) + 16 * len(batch)
+                seg = decoder.decode(batch)
+                yield seg, keyed(seg), int(batch.caplen.sum()) + 16 * len(batch)
             yield capture.facts
 
 
@@ -127,10 +130,13 @@ class Analysis:
         """Decode one batch and run its segments through the tracker; returns the batch's TCP segments."""
         return self.add(self.decoder.decode(batch))
 
-    def add(self, seg: SegmentTable) -> int:
-        """Run one decoded batch (from self.decoder) through the tracker; returns its TCP segments."""
+    def add(self, seg: SegmentTable, known: Keyed | None = None) -> int:
+        """Run one decoded batch (from self.decoder) through the tracker; returns its TCP segments.
+
+        `known` is flows.keyed(seg), when the decoding thread computed it.
+        """
         self.segments += len(seg)
-        self.tracker.feed(seg)
+        self.tracker.feed(seg, known)
         return len(seg)
 
     def finish(self, facts: CaptureFacts, *, detect: bool = True, settings: detectors.Settings | None = None,

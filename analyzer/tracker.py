@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import engine, sequence
-from .flows import FlowTable
+from .flows import FlowTable, Keyed
 from .layout import (
     C_CONN,
     C_FIRST_FRAME,
@@ -108,7 +108,7 @@ class Tracker:
         self.aged_targets: dict[str, int] = {}  # server ip:port -> attempts aged out
         self.notices: list[Notice] = []
 
-    def feed(self, seg: SegmentTable) -> None:
+    def feed(self, seg: SegmentTable, known: Keyed | None = None) -> None:
         """Run one batch of segments through the engine."""
         n = len(seg)
         if n > SYN_SPLIT and int(((seg.flags & 0x12) == 0x02).sum()) > SYN_SPLIT:
@@ -117,13 +117,13 @@ class Tracker:
             for i in range(0, n, SYN_SPLIT):
                 self._feed(seg.take(np.arange(i, min(n, i + SYN_SPLIT))))
             return
-        self._feed(seg)
+        self._feed(seg, known)
 
-    def _feed(self, seg: SegmentTable) -> None:
+    def _feed(self, seg: SegmentTable, known: Keyed | None = None) -> None:
         n = len(seg)
         if n == 0:
             return
-        slots, a_is_src = self.flows.assign(seg)
+        slots, a_is_src = self.flows.assign(seg, known)
         self._fit()
         cols = (slots, a_is_src, seg.frame, seg.ts_ns, seg.flags.astype(np.int64), seg.seq.astype(np.int64),
                 seg.ack.astype(np.int64), seg.win.astype(np.int64), seg.payload_len.astype(np.int64),
