@@ -225,15 +225,10 @@ class Capture:
         if have >= need or self.eof:
             return have >= need
         parts = [self.buf[self.pos:]]
-        # A compressed stream is read with read1: read() would drop everything it decompressed in a call
-        # that ends in the error of a cut gzip file.
-        read = self.stream.read1 if self.facts.compressed else self.stream.read  # type: ignore[attr-defined]
         while have < need:
-            try:
-                chunk = read(max(CHUNK, need - have))
-            except (OSError, EOFError, gzip.BadGzipFile) as err:
-                self._stream_error = str(err) or type(err).__name__  # reported with the frame it cut
-                chunk = b""
+            chunk = self._read(need, have)
+            if chunk is None:
+                break
             if not chunk:
                 self.eof = True
                 break
@@ -242,6 +237,18 @@ class Capture:
         self.buf = b"".join(parts)
         self.pos = 0
         return have >= need
+
+    def _read(self, need: int, have: int) -> bytes | None:
+        """The next chunk toward `need` buffered bytes (`have` so far): b"" at the end of the stream, None to
+        stop gathering and hand over what is buffered."""
+        # A compressed stream is read with read1: read() would drop everything it decompressed in a call
+        # that ends in the error of a cut gzip file.
+        read = self.stream.read1 if self.facts.compressed else self.stream.read  # type: ignore[attr-defined]
+        try:
+            return read(max(CHUNK, need - have))
+        except (OSError, EOFError, gzip.BadGzipFile) as err:
+            self._stream_error = str(err) or type(err).__name__  # reported with the frame it cut
+            return b""
 
     def _notice(self, frame: int, kind: str, message: str) -> None:
         self.facts.notices.append(Notice(frame, kind, message))

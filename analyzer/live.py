@@ -314,34 +314,24 @@ class LiveCapture(Capture):
         self._delivered = 0.0
 
     def _fill(self, need: int) -> bool:
-        have = len(self.buf) - self.pos
-        if have >= need or self.eof:
-            return have >= need
-        prefetch = need >= CHUNK  # the readers ask for a whole chunk only to read ahead: take what is there
-        parts = [self.buf[self.pos:]]
-        while have < need:
-            if prefetch and have:
-                # deliver what has arrived, but gather for up to GATHER_S after the last delivery: under load
-                # that keeps batches large (per-batch costs would otherwise make the reader fall behind)
-                chunk = self.drain.take(need - have, max(0.0, self._delivered + GATHER_S - time.monotonic()))
-                if chunk is None:
-                    break
-            else:
-                while (chunk := self.drain.take(max(need - have, 1), WAIT_S)) is None:
-                    if self.on_wait:
-                        self.on_wait()
-            if not chunk:
-                if self.drain.error:
-                    self._notice(0, "truncated_file", f"reading stopped: {self.drain.error}")
-                self.eof = True
-                break
-            parts.append(chunk)
-            have += len(chunk)
-        self.buf = b"".join(parts)
-        self.pos = 0
-        if prefetch:
+        waiting = len(self.buf) - self.pos < need and not self.eof
+        filled = super()._fill(need)
+        if waiting and need >= CHUNK:
             self._delivered = time.monotonic()
-        return have >= need
+        return filled
+
+    def _read(self, need: int, have: int) -> bytes | None:
+        if need >= CHUNK and have:  # the readers ask for a whole chunk only to read ahead: take what is there
+            # deliver what has arrived, but gather for up to GATHER_S after the last delivery: under load that
+            # keeps batches large (per-batch costs would otherwise make the reader fall behind)
+            chunk = self.drain.take(need - have, max(0.0, self._delivered + GATHER_S - time.monotonic()))
+        else:
+            while (chunk := self.drain.take(max(need - have, 1), WAIT_S)) is None:
+                if self.on_wait:
+                    self.on_wait()
+        if chunk == b"" and self.drain.error:
+            self._notice(0, "truncated_file", f"reading stopped: {self.drain.error}")
+        return chunk
 
 
 def _widen_pipe(fd: int) -> None:

@@ -4,6 +4,7 @@ SYN floods, simultaneous opens."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -117,26 +118,50 @@ def _answers(ctx: Context, first: npt.NDArray[np.intp]) -> list[str]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Retries:
+    """Repeated SYNs (or SYN+ACKs), one group per connection and direction, with what findings name them by."""
+
+    same: npt.NDArray[np.intp]  # control rows of the repeats
+    groups: Groups
+    at: npt.NDArray[np.intp]  # each group's row in the connections table
+    orig_name: list[str]
+    resp_name: list[str]
+    uid: list[str]
+    resp_h: list[str]
+    resp_p: list[int]
+    from_orig: list[bool]
+
+    def rows(self, i: int) -> npt.NDArray[np.intp]:
+        """Control rows of group i, in order."""
+        return self.same[self.groups.rows(i)]
+
+
+def _retries(ctx: Context, with_ack: bool) -> _Retries:
+    same, g = _repeated(ctx, _syns(ctx, with_ack))
+    first = same[g.first]
+    at = ctx.conn_rows(ctx.column("control", "conn")[first])
+    orig_name, resp_name = ctx.names(at)
+    uid, resp_h, resp_p = (ctx.column("connections", n)[at].tolist() for n in ("uid", "resp_h", "resp_p"))
+    return _Retries(same, g, at, orig_name, resp_name, uid, resp_h, resp_p,
+                    ctx.isin("control", "dir", "orig")[first].tolist())
+
+
 @detector("syn_retransmit")
 def syn_retransmit(ctx: Context) -> Iterator[Finding]:
     """The same SYN sent again: every gap, the first one classified, and whether it was answered."""
     if ctx.control.empty:
         return
-    same, g = _repeated(ctx, _syns(ctx, with_ack=False))
-    ts_ns, frame, conn = (ctx.column("control", n) for n in ("ts_ns", "frame", "conn"))
-    first = same[g.first]
-    at = ctx.conn_rows(conn[first])
-    orig_name, resp_name = ctx.names(at)
-    uid, resp_h, resp_p = (ctx.column("connections", n)[at].tolist() for n in ("uid", "resp_h", "resp_p"))
-    from_orig = ctx.isin("control", "dir", "orig")[first].tolist()
-    for i, answer in enumerate(_answers(ctx, first)):
-        rows = same[g.rows(i)]
+    r = _retries(ctx, with_ack=False)
+    ts_ns, frame = ctx.column("control", "ts_ns"), ctx.column("control", "frame")
+    for i, answer in enumerate(_answers(ctx, r.same[r.groups.first])):
+        rows = r.rows(i)
         gaps = np.diff(ts_ns[rows]) / NS
-        src, dst = (orig_name[i], resp_name[i]) if from_orig[i] else (resp_name[i], orig_name[i])
+        src, dst = (r.orig_name[i], r.resp_name[i]) if r.from_orig[i] else (r.resp_name[i], r.orig_name[i])
         yield Finding("syn_retransmit", f"{src} -> {dst}: SYN sent {len(rows)} times, gaps "
                       f"{', '.join(f'{x:.2f} s' for x in gaps)}; first retry after {_classify(gaps[0])}; {answer}",
-                      evidence(frame[rows]), ts_ns[rows[0]] / NS, uid=uid[i], host=resp_h[i], port=int(resp_p[i]),
-                      direction="orig" if from_orig[i] else "resp")
+                      evidence(frame[rows]), ts_ns[rows[0]] / NS, uid=r.uid[i], host=r.resp_h[i],
+                      port=int(r.resp_p[i]), direction="orig" if r.from_orig[i] else "resp")
 
 
 @detector("synack_retransmit", "accept_queue_overflow")
@@ -144,17 +169,13 @@ def synack_retransmit(ctx: Context) -> Iterator[Finding]:
     """The same SYN+ACK sent again; after the client's handshake ACK it means a full accept queue."""
     if ctx.control.empty:
         return
-    same, g = _repeated(ctx, _syns(ctx, with_ack=True))
-    ts_ns, frame, conn = (ctx.column("control", n) for n in ("ts_ns", "frame", "conn"))
-    first = same[g.first]
-    at = ctx.conn_rows(conn[first])
-    orig_name, resp_name = ctx.names(at)
-    uid, resp_h, resp_p = (ctx.column("connections", n)[at].tolist() for n in ("uid", "resp_h", "resp_p"))
-    synack_to_ack_ms = ctx.column("connections", "synack_to_ack_ms")[at]
-    from_orig = ctx.isin("control", "dir", "orig")[first].tolist()
-    for i in range(len(g)):
-        rows = same[g.rows(i)]
-        direction = "orig" if from_orig[i] else "resp"
+    r = _retries(ctx, with_ack=True)
+    ts_ns, frame = ctx.column("control", "ts_ns"), ctx.column("control", "frame")
+    synack_to_ack_ms = ctx.column("connections", "synack_to_ack_ms")[r.at]
+    orig_name, resp_name, uid, resp_h, resp_p = r.orig_name, r.resp_name, r.uid, r.resp_h, r.resp_p
+    for i in range(len(r.groups)):
+        rows = r.rows(i)
+        direction = "orig" if r.from_orig[i] else "resp"
         gaps = np.diff(ts_ns[rows]) / NS
         yield Finding("synack_retransmit", f"{resp_name[i]} sent its SYN+ACK {len(rows)} times to {orig_name[i]} "
                       f"(gaps {', '.join(f'{x:.2f} s' for x in gaps)})", evidence(frame[rows]), ts_ns[rows[0]] / NS,
