@@ -10,7 +10,7 @@ DEB_TOOLS := tshark tcpdump tcptrace chromium fonts-wqy-microhei nftables iprout
 BENCH_TOOLS := tcpreplay
 CAPTURE ?= pcaps/showcase.pcapng
 
-.PHONY: run test venv sysdeps pcaps lab screenshots bench fuzz lint clean
+.PHONY: run test venv kernels sysdeps pcaps lab screenshots bench fuzz lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +20,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# numba caches compiled functions per source file and misses edits to the functions they call in other
-# files: drop the whole cache whenever any module changes.
-NUMBA_STAMP := $(VENV)/.numba-src
-$(NUMBA_STAMP): $(wildcard analyzer/*.py) | $(STAMP)
+# The compiled kernels (analyzer/_kernels*.so, see analyzer/native.py): rebuilt when their sources change.
+# numba's JIT cache (used with TCPA_JIT=1) misses edits to functions called from other files: dropped too.
+KERNEL_SRC := $(addprefix analyzer/,native.py capture.py decode.py engine.py layout.py segments.py seqspace.py \
+	sequence.py tcpstate.py zeekconn.py)
+KERNELS := $(VENV)/.kernels
+$(KERNELS): $(KERNEL_SRC) $(STAMP)
 	rm -f analyzer/__pycache__/*.nbi analyzer/__pycache__/*.nbc
+	TCPA_JIT=1 $(BIN)/python -c 'from analyzer import native; native.main()'
 	touch $@
+
+kernels: $(KERNELS)
 
 # Debian packages the tests drive for real; installed only when one is missing.
 sysdeps:
@@ -38,22 +43,22 @@ sysdeps:
 	  apt-get update -qq && apt-get install -y -qq $(DEB_TOOLS) >/dev/null; \
 	fi
 
-run: $(STAMP) $(NUMBA_STAMP)
+run: $(STAMP) $(KERNELS)
 	@mkdir -p reports
 	$(BIN)/tcpa analyze $(CAPTURE) --force --format json -o reports/showcase.json --html reports/showcase.html
 	$(BIN)/tcpa analyze $(CAPTURE) --limit 20
 
-test: sysdeps $(STAMP) $(NUMBA_STAMP)
+test: sysdeps $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # tcpa against tcptrace and tshark on generated captures (bench/, cached); BENCH_ARGS="--sizes 2 --repeat 1"
-bench: sysdeps $(STAMP) $(NUMBA_STAMP)
+bench: sysdeps $(STAMP) $(KERNELS)
 	@command -v tcpreplay >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_TOOLS) >/dev/null)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 # Mutation fuzzing of the readers, decoder and whole pipeline, seeded with pcaps/ and ../shared/corpus/zeek;
 # crashing inputs land in tests/regressions/ (FUZZ_SECONDS=600 by default, FUZZ_SEED to repeat a run).
-fuzz: $(STAMP) $(NUMBA_STAMP)
+fuzz: $(STAMP) $(KERNELS)
 	$(BIN)/python scripts/fuzz.py --seconds $${FUZZ_SECONDS:-600} $${FUZZ_SEED:+--seed $$FUZZ_SEED}
 
 screenshots: $(STAMP)
@@ -72,4 +77,4 @@ lint: $(STAMP)
 	$(BIN)/mypy analyzer
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info analyzer/_kernels*.so

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import BinaryIO
 
-import numba
+from .native import entry, kernel
 import numpy as np
 import numpy.typing as npt
 
@@ -47,14 +47,14 @@ TS_LIMIT = 1 << 62  # timestamps are clamped to +-2**62 ns (year 2116) so arithm
 FUTURE_SLACK_NS = 20 * 365 * 86400 * NS
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _u32(buf: npt.NDArray[np.uint8], pos: int, big: bool) -> int:
     if big:
         return (np.int64(buf[pos]) << 24) | (np.int64(buf[pos + 1]) << 16) | (np.int64(buf[pos + 2]) << 8) | np.int64(buf[pos + 3])
     return (np.int64(buf[pos + 3]) << 24) | (np.int64(buf[pos + 2]) << 16) | (np.int64(buf[pos + 1]) << 8) | np.int64(buf[pos])
 
 
-@numba.njit(cache=True, nogil=True)
+@entry("u1[::1], i8, i8, b1, i8, i8, i8, i8[::1], i4[::1], i4[::1], i8[::1]", returns="UniTuple(i8, 3)")
 def scan_pcap(buf: npt.NDArray[np.uint8], pos: int, end: int, big: bool, hdr_len: int, frac_ns: int,
               limit: int, offset: npt.NDArray[np.int64], caplen: npt.NDArray[np.int32],
               wirelen: npt.NDArray[np.int32], ts: npt.NDArray[np.int64]) -> tuple[int, int, int]:
@@ -81,7 +81,7 @@ def scan_pcap(buf: npt.NDArray[np.uint8], pos: int, end: int, big: bool, hdr_len
     return n, pos, 0
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _pcapng_ts(raw: int, res_kind: int, res: int, off_ns: int) -> int:
     # res_kind 0: 10**-res seconds per unit; 1: 2**-res seconds per unit. raw is 64 bits: a value past 2**63
     # (negative here) or one whose nanoseconds would overflow is clamped to TS_LIMIT, reported as future.
@@ -108,7 +108,8 @@ def _pcapng_ts(raw: int, res_kind: int, res: int, off_ns: int) -> int:
     return max(-limit, min(limit, ns + off_ns))
 
 
-@numba.njit(cache=True, nogil=True)
+@entry("u1[::1], i8, i8, b1, i4[::1], i8[::1], i8[::1], i8[::1], i8, i8, i8[::1], i4[::1], i4[::1], i8[::1], "
+       "i4[::1], i8[::1]", returns="UniTuple(i8, 3)")
 def scan_pcapng(buf: npt.NDArray[np.uint8], pos: int, end: int, big: bool, if_link: npt.NDArray[np.int32],
                 if_res_kind: npt.NDArray[np.int64], if_res: npt.NDArray[np.int64], if_off: npt.NDArray[np.int64],
                 snap0: int, limit: int, offset: npt.NDArray[np.int64], caplen: npt.NDArray[np.int32],

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, fields
 
-import numba
+from .native import entry, kernel
 import numpy as np
 import numpy.typing as npt
 
@@ -63,22 +63,22 @@ ETH_IP4, ETH_IP6 = 0x0800, 0x86DD
 V4_LO = 0xFFFF << 32
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def _be16(d: npt.NDArray[np.uint8], p: int) -> int:
     return (np.int64(d[p]) << 8) | np.int64(d[p + 1])
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def _be32(d: npt.NDArray[np.uint8], p: int) -> int:
     return (np.int64(d[p]) << 24) | (np.int64(d[p + 1]) << 16) | (np.int64(d[p + 2]) << 8) | np.int64(d[p + 3])
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def _be64(d: npt.NDArray[np.uint8], p: int) -> int:
     return (_be32(d, p) << 32) | _be32(d, p + 4)
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _ether(d: npt.NDArray[np.uint8], p: int, end: int) -> tuple[int, int]:
     """(ethertype, position after the Ethernet header), skipping a Cisco FabricPath outer header; -1 if cut."""
     if p + 14 > end:
@@ -92,7 +92,7 @@ def _ether(d: npt.NDArray[np.uint8], p: int, end: int) -> tuple[int, int]:
     return et, p + 14
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _ethertype_chain(d: npt.NDArray[np.uint8], et: int, p: int, end: int) -> tuple[int, int]:
     """Follow VLAN/PPPoE/MPLS/PBB/VN-Tag/LLC layers to an IP header: (4, 6 or 0 for not IP, -1 cut, position)."""
     for _ in range(16):
@@ -145,7 +145,7 @@ def _ethertype_chain(d: npt.NDArray[np.uint8], et: int, p: int, end: int) -> tup
     return 0, p
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _ieee80211(d: npt.NDArray[np.uint8], p: int, end: int) -> tuple[int, int]:
     """An 802.11 data frame (as Aruba tunnels them in GRE) to its LLC/SNAP payload: (4/6/0/-1, position)."""
     if p + 24 > end:
@@ -171,7 +171,7 @@ def _ieee80211(d: npt.NDArray[np.uint8], p: int, end: int) -> tuple[int, int]:
     return _ethertype_chain(d, 1500, p + hdr, end)  # LLC/SNAP follows
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _link(d: npt.NDArray[np.uint8], lt: int, p: int, end: int) -> tuple[int, int]:
     """The link layer by link type, to the IP header: (4, 6, 0 not IP, -1 cut, -2 unsupported; position)."""
     if lt == 1:
@@ -213,7 +213,7 @@ def _link(d: npt.NDArray[np.uint8], lt: int, p: int, end: int) -> tuple[int, int
     return -2, p
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _sum16(d: npt.NDArray[np.uint8], p: int, n: int) -> int:
     s = 0
     for i in range(p, p + n - 1, 2):
@@ -223,7 +223,7 @@ def _sum16(d: npt.NDArray[np.uint8], p: int, n: int) -> int:
     return s
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _tcp_checksum_ok(d: npt.NDArray[np.uint8], v: int, ip: int, tcp: int, length: int) -> bool:
     if v == 4:
         s = _sum16(d, ip + 12, 8) + 6 + length
@@ -235,7 +235,7 @@ def _tcp_checksum_ok(d: npt.NDArray[np.uint8], v: int, ip: int, tcp: int, length
     return s == 0xFFFF
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _options(d: npt.NDArray[np.uint8], p: int, oend: int, cend: int, o: npt.NDArray[np.int64]) -> None:
     """TCP options between p and the header's end (oend), reading only captured bytes (cend)."""
     limit = min(oend, cend)
@@ -293,14 +293,14 @@ def _options(d: npt.NDArray[np.uint8], p: int, oend: int, cend: int, o: npt.NDAr
         p += length
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _addr(d: npt.NDArray[np.uint8], v: int, p: int) -> tuple[int, int]:
     if v == 4:
         return 0, V4_LO | _be32(d, p)
     return _be64(d, p), _be64(d, p + 8)
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _tunnel(o: npt.NDArray[np.int64], kind: int, s_hi: int, s_lo: int, d_hi: int, d_lo: int, sp: int,
             dp: int) -> None:
     o[O_TUN] = kind
@@ -308,7 +308,7 @@ def _tunnel(o: npt.NDArray[np.int64], kind: int, s_hi: int, s_lo: int, d_hi: int
     o[O_TSPORT], o[O_TDPORT] = sp, dp
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _gre(d: npt.NDArray[np.uint8], p: int, end: int) -> tuple[int, int]:
     """A GRE header to what it carries: (4/6 for IP, 0 not IP, -1 cut; position)."""
     if p + 4 > end:
@@ -348,7 +348,7 @@ def _gre(d: npt.NDArray[np.uint8], p: int, end: int) -> tuple[int, int]:
     return 0, q
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _teredo(d: npt.NDArray[np.uint8], p: int, end: int, dgram_end: int) -> int:
     """Where the IPv6 packet of a Teredo datagram starts, or -1 when it is not one.
 
@@ -365,7 +365,7 @@ def _teredo(d: npt.NDArray[np.uint8], p: int, end: int, dgram_end: int) -> int:
     return q if _be16(d, q + 4) + 40 == dgram_end - q else -1
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _udp_tunnel(d: npt.NDArray[np.uint8], sp: int, dp: int, p: int, end: int, udp_end: int) -> tuple[int, int, int]:
     """UDP payload of a known tunnel port, or Teredo on any port: (tunnel kind or 0, 4/6/0/-1, position)."""
     if dp == 4789 or sp == 4789:  # VXLAN
@@ -426,7 +426,7 @@ def _udp_tunnel(d: npt.NDArray[np.uint8], sp: int, dp: int, p: int, end: int, ud
     return 0, 0, p
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _frame(d: npt.NDArray[np.uint8], start: int, cap: int, wire: int, lt: int, checksums: bool,
            o: npt.NDArray[np.int64]) -> None:
     """Decode one frame into the output row o."""
@@ -541,7 +541,7 @@ def _frame(d: npt.NDArray[np.uint8], start: int, cap: int, wire: int, lt: int, c
     o[O_CODE] = TOO_DEEP
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def _tcp(d: npt.NDArray[np.uint8], v: int, ip: int, p: int, ip_end: int, cend: int, checksums: bool,
          o: npt.NDArray[np.int64]) -> None:
     if p + 20 > cend:
@@ -566,7 +566,7 @@ def _tcp(d: npt.NDArray[np.uint8], v: int, ip: int, p: int, ip_end: int, cend: i
         o[O_CSUM] = 1 if _tcp_checksum_ok(d, v, ip, p, ip_end - p) else 0
 
 
-@numba.njit(cache=True, nogil=True)
+@entry("u1[::1], i8[::1], i4[::1], i4[::1], i4[::1], b1, i8[:, ::1]")
 def decode_frames(data: npt.NDArray[np.uint8], offset: npt.NDArray[np.int64], caplen: npt.NDArray[np.int32],
                   wirelen: npt.NDArray[np.int32], linktype: npt.NDArray[np.int32], checksums: bool,
                   out: npt.NDArray[np.int64]) -> None:
@@ -580,7 +580,9 @@ def decode_frames(data: npt.NDArray[np.uint8], offset: npt.NDArray[np.int64], ca
         _frame(data, offset[i], caplen[i], wirelen[i], linktype[i], checksums, o)
 
 
-@numba.njit(cache=True, nogil=True)
+@entry("i8[:, ::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], u1[::1], u8[::1], u8[::1], u8[::1], u8[::1], "
+       "u2[::1], u2[::1], u4[::1], u4[::1], u2[::1], u2[::1], i4[::1], i2[::1], i4[::1], i4[::1], i4[::1], i2[::1], "
+       "b1[::1], b1[::1], u4[::1], u4[::1], u1[::1], u4[:, ::1], u4[:, ::1], u1[::1], b1[::1], i1[::1]")
 def _columns(rows: npt.NDArray[np.int64], ok: npt.NDArray[np.int64], frames: npt.NDArray[np.int64],  # type: ignore[no-untyped-def]
              ts: npt.NDArray[np.int64], frame, ts_ns, ip_version, src_hi, src_lo, dst_hi, dst_lo,
              sport, dport, seq, ack, flags, win, ip_len, tcp_hdr_len, payload_len, captured_payload, mss, wscale,

@@ -16,7 +16,7 @@ is told apart from an ordinary one from the wire alone (RFC 9293 figures 7 and 1
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .native import entry, kernel
 
 from .layout import (
     C_BAD_CSUM, C_BAD_OPTS, C_CONN, C_FIRST_FRAME, C_FIRST_NS, C_HS_ACK_FRAME, C_HS_ACK_NS, C_LAST_FRAME,
@@ -50,13 +50,13 @@ ST_UNKNOWN, ST_CLOSED, ST_FIN_WAIT_2, ST_TIME_WAIT = (
     State.UNKNOWN.value, State.CLOSED.value, State.FIN_WAIT_2.value, State.TIME_WAIT.value)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def ep(e: int) -> int:
     """Column base of endpoint e (0 originator, 1 responder)."""
     return EP0 if e == 0 else EP1
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def fire(st, s, e, event, ns, frame, table, tr, g) -> None:  # type: ignore[no-untyped-def]
     """Apply one event to endpoint e of slot s; record the transition if the state changes."""
     b = ep(e)
@@ -79,7 +79,7 @@ def fire(st, s, e, event, ns, frame, table, tr, g) -> None:  # type: ignore[no-u
     st[s, b + E_STATE_NS] = ns
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def run_timers(st, s, now, params, table, tr, g) -> None:  # type: ignore[no-untyped-def]
     """Let the Linux TIME_WAIT and FIN_WAIT_2 timers of both endpoints run up to capture time `now`."""
     for e in range(2):
@@ -92,7 +92,7 @@ def run_timers(st, s, now, params, table, tr, g) -> None:  # type: ignore[no-unt
             fire(st, s, e, EV_TIME_WAIT_TIMEOUT, st[s, b + E_STATE_NS] + params[P_TIME_WAIT_NS], 0, table, tr, g)
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def flush_pending(st, s, e, table, tr, g) -> None:  # type: ignore[no-untyped-def]
     """Deliver endpoint e's held receive event at the time and frame it was seen."""
     b = ep(e)
@@ -102,7 +102,7 @@ def flush_pending(st, s, e, table, tr, g) -> None:  # type: ignore[no-untyped-de
         fire(st, s, e, event, st[s, b + E_PEND_NS], st[s, b + E_PEND_FRAME], table, tr, g)
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def finish(st, s, hist, done, done_hist, g) -> None:  # type: ignore[no-untyped-def]
     """Copy slot s's connection to the done buffer and empty the slot."""
     k = g[G_NDONE]
@@ -112,7 +112,7 @@ def finish(st, s, hist, done, done_hist, g) -> None:  # type: ignore[no-untyped-
     st[s, C_CONN] = NONE
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def start(st, s, hist, a_is_src, flags, frame, ns, tunnel, sport, dport, server_port, g) -> None:  # type: ignore[no-untyped-def]
     """Begin a new connection on slot s with this segment; the originator is the SYN sender (Zeek's rules else)."""
     st[s, :] = NONE
@@ -138,7 +138,7 @@ def start(st, s, hist, a_is_src, flags, frame, ns, tunnel, sport, dport, server_
     st[s, C_TUNNEL] = tunnel
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def is_reuse(st, s, snd, flags, seq, ns, params) -> bool:  # type: ignore[no-untyped-def]
     """Whether this segment begins a new connection on an occupied 4-tuple.
 
@@ -175,7 +175,7 @@ def is_reuse(st, s, snd, flags, seq, ns, params) -> bool:  # type: ignore[no-unt
     return done0 and done1
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def count(st, s, snd, i, flags, seq, payload_len, ip_len, ns, frame, mss, wscale, sack_perm, has_ts) -> None:  # type: ignore[no-untyped-def]
     """Per-direction counters, sequence extent and handshake options for segment i."""
     b = ep(snd)
@@ -215,7 +215,7 @@ def count(st, s, snd, i, flags, seq, payload_len, ip_len, ns, frame, mss, wscale
         st[s, b + E_SEQ_START] = pos  # data from before the first segment we saw (capture began mid-flight)
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def handshake_times(st, s, snd, flags, ack, ns, frame) -> None:  # type: ignore[no-untyped-def]
     """SYN, SYN+ACK and handshake-completing ACK times, for the handshake RTT."""
     if flags & RST:
@@ -234,14 +234,14 @@ def handshake_times(st, s, snd, flags, ack, ns, frame) -> None:  # type: ignore[
             st[s, C_HS_ACK_FRAME] = frame
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def acks(ack, st, s, e, field) -> bool:  # type: ignore[no-untyped-def]
     """Whether ack covers endpoint e's ISN or FIN (field E_ISN or E_FIN_SEQ): ack > that sequence number."""
     v = st[s, ep(e) + field]
     return v != NONE and seq_diff(ack, v) > 0
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def sender_events(st, s, snd, rcv, flags, seq, ack, plen, ns, frame, table, tr, g) -> None:  # type: ignore[no-untyped-def]
     """What the sender did: resolve its held receive event, then SYN / segment / FIN / RST."""
     b = ep(snd)
@@ -277,7 +277,7 @@ def sender_events(st, s, snd, rcv, flags, seq, ack, plen, ns, frame, table, tr, 
         flush_pending(st, s, snd, table, tr, g)
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def receiver_events(st, s, snd, rcv, flags, ack, ns, frame, table, tr, g) -> None:  # type: ignore[no-untyped-def]
     """What the receiver went through on this segment, ACK effects before SYN/FIN (RFC 9293 3.10.7.4)."""
     b = ep(rcv)
@@ -311,7 +311,7 @@ def receiver_events(st, s, snd, rcv, flags, ack, ns, frame, table, tr, g) -> Non
             fire(st, s, rcv, EV_RECV_FIN, ns, frame, table, tr, g)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def hold(st, s, e, event, ns, frame) -> None:  # type: ignore[no-untyped-def]
     """Keep a receive event until the receiver's next segment shows whether it was overtaken."""
     b = ep(e)
@@ -320,7 +320,9 @@ def hold(st, s, e, event, ns, frame) -> None:  # type: ignore[no-untyped-def]
     st[s, b + E_PEND_FRAME] = frame
 
 
-@njit(cache=True, nogil=True)
+@entry("i8, i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], "
+       "i8[::1], b1[::1], b1[::1], i8[::1], b1[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[:, ::1], u1[:, ::1], "
+       "i1[:, ::1], i8[::1], i8[::1], i8[::1], i8[:, ::1], i8[:, ::1], u1[:, ::1], i8[::1], i8[::1]", returns="i8")
 def run(start_i, slot, a_is_src, frame, ts, flags, seq, ack, win, payload_len, ip_len, mss, wscale,  # type: ignore[no-untyped-def]
         sack_perm, has_ts, csum_ok, truncated, opt_error, tunnel, sport, dport,
         st, hist, table, params, server_port, g, tr, done, done_hist, seg_conn, seg_dir) -> int:
@@ -366,7 +368,7 @@ def run(start_i, slot, a_is_src, frame, ts, flags, seq, ack, win, payload_len, i
     return n
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def settle(st, s, now, params, table, tr, g) -> None:  # type: ignore[no-untyped-def]
     """Bring slot s's connection to its final state as of `now`: held events delivered, timers run."""
     flush_pending(st, s, 0, table, tr, g)
@@ -376,7 +378,8 @@ def settle(st, s, now, params, table, tr, g) -> None:  # type: ignore[no-untyped
         st[s, C_TERM_NS] = zeek_close_time(st, s)
 
 
-@njit(cache=True, nogil=True)
+@entry("i8[::1], i8, i8[:, ::1], u1[:, ::1], i8[::1], i1[:, ::1], i8[::1], i8[:, ::1], i8[:, ::1], u1[:, ::1]",
+       returns="i8")
 def drain(slots, now, st, hist, params, table, g, tr, done, done_hist) -> int:  # type: ignore[no-untyped-def]
     """Finish the connections on `slots` as of `now` (end of capture, or expiry); return how many were done."""
     for j in range(len(slots)):
@@ -390,7 +393,7 @@ def drain(slots, now, st, hist, params, table, g, tr, done, done_hist) -> int:  
     return len(slots)
 
 
-@njit(cache=True, nogil=True)
+@entry("i8[:, ::1]", returns="i8[::1]")
 def close_times(st):  # type: ignore[no-untyped-def]
     """Per slot, when its connection ended in Zeek's sense (NONE: still going, or no connection)."""
     out = np.full(st.shape[0], NONE, dtype=np.int64)

@@ -7,26 +7,26 @@ numba-compiled so the per-packet loop can call them; they are plain Python under
 
 from __future__ import annotations
 
-from numba import njit
+from .native import kernel
 
 MOD = 1 << 32
 HALF = 1 << 31
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def seq_diff(a: int, b: int) -> int:
     """a - b as a signed 32-bit distance: positive when a is after b in sequence space."""
     d = (a - b) & 0xFFFFFFFF
     return d - MOD if d >= HALF else d
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def unwrap(seq32: int, ref: int) -> int:
     """The 64-bit position of seq32 nearest to the unwrapped reference position ref."""
     return ref + seq_diff(seq32, ref & 0xFFFFFFFF)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def seq_after(a: int, b: int) -> bool:
     """a > b in sequence space (RFC 9293 SEQ_GT)."""
     return seq_diff(a, b) > 0

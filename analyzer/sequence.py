@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+from .native import entry, kernel
 
 # Finding kinds, by code (index into KINDS).
 KINDS = ("", "retransmission", "fast_retransmission", "spurious_retransmission", "out_of_order", "lost_segment",
@@ -64,17 +64,17 @@ def new_state(capacity: int) -> npt.NDArray[np.int64]:
     return st
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def _gt(a: int, b: int) -> bool:
     return ((a - b) & 0xFFFFFFFF) - ((((a - b) & 0xFFFFFFFF) >> 31) << 32) > 0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def _lt(a: int, b: int) -> bool:
     return _gt(b, a)
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def _reset(st, s, conn) -> None:  # type: ignore[no-untyped-def]
     st[s, :] = 0
     st[s, S_CONN] = conn
@@ -83,7 +83,7 @@ def _reset(st, s, conn) -> None:  # type: ignore[no-untyped-def]
         st[s, d + D_WIN_SYN] = 0
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def _emit(ev, n, frame, conn, d, kind, value, ref, ln, sq, now) -> int:  # type: ignore[no-untyped-def]
     if n < ev.shape[0]:
         ev[n, EV_NS] = now
@@ -93,7 +93,8 @@ def _emit(ev, n, frame, conn, d, kind, value, ref, ln, sq, now) -> int:  # type:
     return n + 1
 
 
-@njit(cache=True, nogil=True)
+@entry("i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], "
+       "i8[:, ::1], i8[:, ::1], b1", returns="i8")
 def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st, ev, rtt):  # type: ignore[no-untyped-def]
     """Analyse one batch; events go to ev (sized by the caller: MAX_EVENTS_PER_SEGMENT per segment).
 

@@ -10,7 +10,7 @@ with a SYN+ACK from a non-server port waits for Zeek's late role flip.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .native import kernel
 
 from .layout import (
     C_HIST_LEN, C_ZFLIP, C_ZHIST_SEEN, C_ZLAST_NS, E_FIN_NS, E_FIRST_NS, E_RST_NS, E_SYN_NS, E_ZACK_HI, E_ZC_CNT, E_ZC_NEXT,
@@ -51,10 +51,10 @@ def ep(e: int) -> int:
     return EP0 if e == 0 else EP1
 
 
-ep = njit(cache=True, inline="always")(ep)
+ep = kernel(inline=True)(ep)
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def add_letter(st, s, hist, letter) -> None:  # type: ignore[no-untyped-def]
     """Append one history letter (silently stops at HIST_MAX)."""
     n = st[s, C_HIST_LEN]
@@ -63,13 +63,13 @@ def add_letter(st, s, hist, letter) -> None:  # type: ignore[no-untyped-def]
         st[s, C_HIST_LEN] = n + 1
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def letter_for(code, zsnd) -> int:  # type: ignore[no-untyped-def]
     """Upper case for Zeek's originator, lower case for its responder."""
     return code if zsnd == 0 else code + 32
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def once(st, s, hist, bit, code, zsnd) -> bool:  # type: ignore[no-untyped-def]
     """Zeek's CheckHistory: add the letter the first time per direction; True if it had been seen."""
     mask = 1 << (bit + 8 * zsnd)
@@ -80,7 +80,7 @@ def once(st, s, hist, bit, code, zsnd) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def scaled(st, s, hist, b, cnt_field, next_field, code, zsnd) -> None:  # type: ignore[no-untyped-def]
     """Zeek's ScaledHistoryEntry: the letter at the 1st, 10th, 100th... occurrence."""
     if st[s, b + cnt_field] == NONE:
@@ -92,7 +92,7 @@ def scaled(st, s, hist, b, cnt_field, next_field, code, zsnd) -> None:  # type: 
         st[s, b + next_field] *= 10
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def zeek_start(st, s, hist, flags, sport, dport, server_port) -> bool:  # type: ignore[no-untyped-def]
     """Start Zeek's view of a new connection; return whether the sender is tcpa's originator.
 
@@ -119,7 +119,7 @@ def zeek_start(st, s, hist, flags, sport, dport, server_port) -> bool:  # type: 
     return not flip
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def set_z(st, s, b, state) -> None:  # type: ignore[no-untyped-def]
     """Zeek's SetState: remember the previous state."""
     if st[s, b + E_ZSTATE] != state:
@@ -127,7 +127,7 @@ def set_z(st, s, b, state) -> None:  # type: ignore[no-untyped-def]
         st[s, b + E_ZSTATE] = state
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def update_states(st, s, be, bp, is_orig, flags, plen) -> None:  # type: ignore[no-untyped-def]
     """Zeek's UpdateStateMachine for the sender (columns be) and its peer (bp)."""
     syn, fin, rst, ack = (flags & SYN) != 0, (flags & FIN) != 0, (flags & RST) != 0, (flags & ACK) != 0
@@ -167,7 +167,7 @@ def update_states(st, s, be, bp, is_orig, flags, plen) -> None:  # type: ignore[
             set_z(st, s, be, Z_RESET)
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def zeek_packet(st, s, hist, snd, flags, seq, ack, win, plen, ns, bad_csum) -> None:  # type: ignore[no-untyped-def]
     """One packet through Zeek's eyes: role flip, history letters, endpoint states, duration end."""
     zsnd = snd ^ st[s, C_ZFLIP]
@@ -203,7 +203,7 @@ def zeek_packet(st, s, hist, snd, flags, seq, ack, win, plen, ns, bad_csum) -> N
     update_states(st, s, be, bp, zsnd == 0, flags, plen)
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def _letters(st, s, hist, be, zsnd, flags, seq, plen, syn, fin, rst, has_ack) -> None:  # type: ignore[no-untyped-def]
     """The one flag letter a packet may add (Zeek's update_history), with its repeat rules."""
     bits = int(syn) + int(fin) + int(rst)
@@ -232,7 +232,7 @@ def _letters(st, s, hist, be, zsnd, flags, seq, plen, syn, fin, rst, has_ack) ->
         once(st, s, hist, H_ACK, 65, zsnd)  # 'A'
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def _retransmit(st, s, hist, be, zsnd, flags, seq, plen, syn, fin) -> None:  # type: ignore[no-untyped-def]
     """Zeek's init_endpoint then update_last_seq: 'T' when data does not advance the highest sequence seen."""
     end_rel = plen + int(syn) + int(fin)
@@ -253,7 +253,7 @@ def _retransmit(st, s, hist, be, zsnd, flags, seq, plen, syn, fin) -> None:  # t
         scaled(st, s, hist, be, E_ZT_CNT, E_ZT_NEXT, 84, zsnd)  # 'T'
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def zeek_close_time(st, s) -> int:  # type: ignore[no-untyped-def]
     """When Zeek would remove the connection (NONE: not scheduled): tcp_close/reset/partial_close delays."""
     z0, z1 = st[s, EP0 + E_ZSTATE], st[s, EP1 + E_ZSTATE]
@@ -274,7 +274,7 @@ def zeek_close_time(st, s) -> int:  # type: ignore[no-untyped-def]
     return NONE
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def zeek_attempt_over(st, s, now) -> bool:  # type: ignore[no-untyped-def]
     """Zeek's AttemptTimer: 5 s after the SYN (its latest retransmission in tcpa), an unanswered attempt ends."""
     zo = EP0 if st[s, C_ZFLIP] == 0 else EP1
