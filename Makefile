@@ -26,6 +26,7 @@ KERNEL_SRC := $(addprefix analyzer/,native.py capture.py decode.py engine.py lay
 	sequence.py tcpstate.py zeekconn.py)
 KERNELS := $(VENV)/.kernels
 $(KERNELS): $(KERNEL_SRC) $(STAMP)
+	@command -v gcc >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc >/dev/null)
 	rm -f analyzer/__pycache__/*.nbi analyzer/__pycache__/*.nbc
 	TCPA_JIT=1 $(BIN)/python -c 'from analyzer import native; native.main()'
 	touch $@

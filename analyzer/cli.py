@@ -6,6 +6,8 @@ import ctypes
 import datetime as dt
 import os
 import sys
+import threading
+from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
 import typer
@@ -88,6 +90,55 @@ def _kinds(text: Optional[str]) -> Optional[list[str]]:
 def _write_outputs(report: Report, fmt: str, output: Optional[str], force: bool, limit: int, at_ns: Optional[int],
                    conn_log: Optional[str], html: Optional[str]) -> None:
     """What analyze and live write: the --format output (tables on the terminal), then conn.log and HTML."""
+    beside = _beside(lambda: writers.write(report, "zeek", conn_log, force)) \
+        if conn_log and conn_log not in ("-", output) and (fmt != "table" or html) else None
+    try:
+        _write_main(report, fmt, output, force, limit, at_ns, html)
+    except BaseException:
+        if beside is not None:
+            os.waitpid(beside, 0)  # this process's own error is the one reported
+        raise
+    if beside is not None:
+        _joined(beside)
+    if conn_log and beside is None:
+        writers.write(report, "zeek", conn_log, force)
+
+
+def _beside(work: Callable[[], None]) -> int | None:
+    """Run `work` in a forked child, on the other core, while this process writes its own outputs; the
+    child's pid, or None where forking is not safe (other threads running, no fork) and the caller does it.
+
+    The child shares the report copy-on-write. A failure there is reported by the child, in the one-line
+    form, and becomes this process's exit status in _joined.
+    """
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        work()
+    except BaseException as exc:  # noqa: BLE001 - reported here, in the child, as fail() would
+        code = 130 if isinstance(exc, KeyboardInterrupt) else 2
+        if code == 2:
+            sys.stderr.write(f"tcpa: error: {' '.join(str(exc).split()) or type(exc).__name__}\n")
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _joined(pid: int) -> None:
+    """Wait for a _beside child; its failure is this command's (exit 2, its message already printed)."""
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code:
+        raise typer.Exit(code if code > 0 else 128 - code)  # killed by a signal: as a shell reports it
+
+
+def _write_main(report: Report, fmt: str, output: Optional[str], force: bool, limit: int, at_ns: Optional[int],
+                html: Optional[str]) -> None:
     if fmt == "table":
         from .terminal import render
         if output and output != "-":
@@ -98,8 +149,6 @@ def _write_outputs(report: Report, fmt: str, output: Optional[str], force: bool,
                    limit, at_ns)
     else:
         writers.write(report, fmt, output or "-", force)
-    if conn_log:
-        writers.write(report, "zeek", conn_log, force)
     if html:
         from .html import write_html
         write_html(report, html, force)

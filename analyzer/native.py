@@ -164,6 +164,7 @@ def build(out_dir: Path = HERE) -> Path:
 
     cc.output_dir = str(out_dir)
     cc.verbose = False
+    cc.target_cpu = "host"  # built where it runs (make), like the JIT: this CPU's instructions
     for name, signature, fn in ENTRIES:
         cc.export(name, signature)(fn.py_func)  # type: ignore[attr-defined]
     stamp = digest()

@@ -598,3 +598,29 @@ def test_half_open_aging_keeps_normal_captures_identical_and_counts_what_it_drop
     assert set(small.transitions["uid"].dropna()) <= set(small.connections["uid"])
     assert not small.transitions["uid"].isna().any() and not small.control["uid"].isna().any()
     assert "syn_flood" in set(small.findings["kind"])
+
+
+def test_conn_log_written_beside_the_main_output(tmp_path: Path) -> None:
+    """conn.log is written by a forked child while the JSON is written: both complete, the same as alone."""
+    pcap = str(PCAPS / "showcase.pcapng")
+    both = subprocess.run([str(TCPA), "analyze", pcap, "-q", "-f", "json", "-o", str(tmp_path / "r.json"),
+                           "--conn-log", str(tmp_path / "both.log")], capture_output=True, text=True, timeout=300,
+                          check=False)
+    alone = subprocess.run([str(TCPA), "analyze", pcap, "-q", "-f", "zeek", "-o", str(tmp_path / "alone.log")],
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert both.returncode == alone.returncode == 0, both.stderr + alone.stderr
+    assert both.stderr == ""
+    assert json.loads((tmp_path / "r.json").read_bytes())["connections"]
+    assert (tmp_path / "both.log").read_text() == (tmp_path / "alone.log").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.log", "both.log", "r.json"]  # no .part left
+
+
+def test_conn_log_failure_beside_the_main_output_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "conn.log"
+    done = subprocess.run([str(TCPA), "analyze", str(PCAPS / "normal_close.pcap"), "-q", "-f", "json", "-o",
+                           str(tmp_path / "r.json"), "--conn-log", str(missing)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tcpa: error: ") and "does not exist" in lines[0], lines
+    assert json.loads((tmp_path / "r.json").read_bytes())["capture"]["frames"] > 0  # the JSON still written
