@@ -16,7 +16,7 @@ from .layout import (
     C_BAD_CSUM, C_BAD_OPTS, C_CONN, C_FIRST_FRAME, C_FIRST_NS, C_HS_ACK_NS, C_LAST_FRAME, C_LAST_NS,
     C_ORIG_IS_A, C_START, C_SYN_NS, C_SYNACK_NS, C_TRUNCATED, C_TUNNEL, C_ZLAST_NS, E_DATA_PKTS, E_FIN_NS,
     E_IP_BYTES, E_LAST_NS, E_MSS, E_PKTS, E_RST_NS, E_RST_STATE, E_SACK_PERM, E_SEQ_HI, E_SEQ_START, E_SYN_COUNT,
-    E_TS_OK, E_WSCALE, E_ZSTATE, EP0, EP1, NONE, START_SYN, T_CONN, T_ENDPOINT, T_EVENT, T_FIELDS, T_FRAME,
+    E_TS_OK, E_WSCALE, E_ZSTATE, EP0, EP1, NONE, START_SYN, T_CONN, T_ENDPOINT, T_EVENT, T_FRAME,
     T_FROM, T_NS, T_ORDER, T_TO, Z_CLOSED, Z_ESTABLISHED, Z_INACTIVE, Z_PARTIAL, Z_RESET, Z_SYN_ACK_SENT,
     Z_SYN_SENT,
 )
@@ -52,18 +52,21 @@ def conn_state(os_: int, rs: int, history: str, orig_bytes: int, resp_bytes: int
     return "OTH"
 
 
-def transitions_frame(chunks: list[npt.NDArray[np.int64]], end_ns: int) -> pd.DataFrame:
-    """All recorded transitions up to the end of the capture, in replay order."""
-    tr = np.concatenate(chunks) if chunks else np.empty((0, T_FIELDS), np.int64)
-    tr = tr[tr[:, T_NS] <= end_ns]  # timers that would run out after the capture ended did not happen yet
-    tr = tr[np.lexsort((tr[:, T_ORDER], tr[:, T_NS], tr[:, T_ENDPOINT], tr[:, T_CONN]))]
-    def names(codes: npt.NDArray[np.int64], categories: list[str]) -> pd.Categorical:
-        return pd.Categorical.from_codes(codes, categories=categories)  # one byte per row, not a string
+def transitions_frame(tr: npt.NDArray[np.int64], end_ns: int) -> pd.DataFrame:
+    """All recorded transitions (T_* rows) up to the end of the capture, in replay order.
+
+    Columns are gathered one at a time through the sort order: the row matrix is never copied whole."""
+    kept = np.flatnonzero(tr[:, T_NS] <= end_ns)  # timers that would run out after the capture did not happen
+    order = kept[np.lexsort((tr[kept, T_ORDER], tr[kept, T_NS], tr[kept, T_ENDPOINT], tr[kept, T_CONN]))]
+    del kept
+
+    def names(col: int, categories: list[str]) -> pd.Categorical:
+        return pd.Categorical.from_codes(tr[order, col], categories=categories)  # a byte per row, not a string
 
     return pd.DataFrame({
-        "conn": tr[:, T_CONN], "endpoint": names(tr[:, T_ENDPOINT], list(ENDPOINTS)),
-        "from_state": names(tr[:, T_FROM], list(STATE_NAMES)), "to_state": names(tr[:, T_TO], list(STATE_NAMES)),
-        "event": names(tr[:, T_EVENT], list(EVENT_NAMES)), "ts_ns": tr[:, T_NS], "frame": tr[:, T_FRAME],
+        "conn": tr[order, T_CONN], "endpoint": names(T_ENDPOINT, list(ENDPOINTS)),
+        "from_state": names(T_FROM, list(STATE_NAMES)), "to_state": names(T_TO, list(STATE_NAMES)),
+        "event": names(T_EVENT, list(EVENT_NAMES)), "ts_ns": tr[order, T_NS], "frame": tr[order, T_FRAME],
     })
 
 

@@ -19,7 +19,7 @@ from .capture import open_capture
 from .connections import connections_frame, transitions_frame
 from .decode import SUPPORTED_LINKTYPES, Decoder
 from .flows import Keyed, keyed
-from .layout import HIST_MAX, ROW
+from .layout import HIST_MAX, ROW, T_FIELDS
 from .model import CaptureError, CaptureFacts, FrameBatch, Notice
 from .report import Report
 from .segments import SegmentTable
@@ -233,7 +233,7 @@ def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skip
     rows = _stack(tracker.conn_rows, (0, ROW), np.int64)
     hist = _stack(tracker.conn_hist, (0, HIST_MAX), np.uint8)
     keys = _stack(tracker.conn_keys, (0, 5), np.uint64)
-    transitions = transitions_frame(_taken(tracker.transitions), facts.last_ns)
+    transitions = transitions_frame(_stack(tracker.transitions, (0, T_FIELDS), np.int64), facts.last_ns)
     conns = connections_frame(rows, hist, keys, transitions, tunnels)
     del rows, hist, keys
     uid_of = conns.set_index("conn")["uid"]
@@ -247,25 +247,25 @@ def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skip
                   events=events, control=control, packets=packets)
 
 
-def _taken(parts: list[np.ndarray]) -> list[np.ndarray]:
-    """The arrays of a tracker's list, which is left empty."""
-    taken = list(parts)
-    parts.clear()
-    return taken
-
-
 def _stack(parts: list[np.ndarray], empty: tuple[int, int], dtype: type) -> np.ndarray:
-    """A tracker's list of row blocks as one array (the list is emptied)."""
-    taken = _taken(parts)
-    return np.concatenate(taken) if taken else np.empty(empty, dtype)
+    """A tracker's list of row blocks as one array; each block is let go once copied (the list is emptied),
+    so the rows are never held twice."""
+    out = np.empty((sum(len(p) for p in parts), *empty[1:]), dtype)
+    at = 0
+    parts.reverse()
+    while parts:
+        part = parts.pop()
+        out[at:at + len(part)] = part
+        at += len(part)
+    return out
 
 
 def _table(parts: list[np.ndarray], names: list[str], uid_of: pd.Series) -> pd.DataFrame:
     """Rows the tracker collected, with each row's connection uid, in frame order (the list is emptied)."""
     rows = _stack(parts, (0, len(names)), np.int64)
-    df = pd.DataFrame(rows, columns=names)
-    del rows
-    df = df.sort_values("frame", kind="stable", ignore_index=True)
+    order = np.argsort(rows[:, names.index("frame")], kind="stable")
+    df = pd.DataFrame({name: rows[order, j] for j, name in enumerate(names)})  # column by column: no 2nd copy
+    del rows, order
     df.insert(0, "uid", uid_of.reindex(df["conn"]).to_numpy())
     df["dir"] = np.where(df["dir"] == 0, "orig", "resp")
     return df
