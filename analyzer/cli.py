@@ -8,17 +8,20 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from . import detectors, writers
+from . import writers
 from .model import CaptureError
+from .options import FORMATS, SEVERITIES, Settings
 from .pipeline import DEFAULT_BATCH, analyze
-from .report import Report
 from .tracker import Params
+
+if TYPE_CHECKING:
+    from .report import Report
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="tcpa: rebuild every TCP connection in a capture, replay both endpoints' states, "
@@ -70,6 +73,8 @@ def _list_detectors(value: bool) -> None:
     table = Table(title="Finding kinds (tcpa analyze --detectors KIND,KIND...)", header_style="bold")
     for col in ("kind", "severity", "title", "matches"):
         table.add_column(col)
+    from . import detectors
+
     for k in sorted(detectors.all_kinds().values(), key=lambda k: k.id):
         table.add_row(k.id, k.severity, k.title, k.matches)
     Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160).print(table)
@@ -80,11 +85,19 @@ def _kinds(text: Optional[str]) -> Optional[list[str]]:
     """--detectors: a comma-separated list of finding kinds, checked against the registry."""
     if not text:
         return None
+    from . import detectors
+
     wanted = [k.strip() for k in text.split(",") if k.strip()]
     unknown = sorted(set(wanted) - set(detectors.all_kinds()))
     if unknown:
         raise CaptureError(f"--detectors: unknown kind {', '.join(unknown)} (see --list-detectors)")
     return wanted
+
+
+def _worst(report: Report, threshold: str) -> bool:
+    from . import detectors
+
+    return detectors.worst(report.findings, threshold)
 
 
 def _write_outputs(report: Report, fmt: str, output: Optional[str], force: bool, limit: int, at_ns: Optional[int],
@@ -111,6 +124,8 @@ def _beside(work: Callable[[], None]) -> int | None:
     The child shares the report copy-on-write. A failure there is reported by the child, in the one-line
     form, and becomes this process's exit status in _joined.
     """
+    if _preloading is not None:
+        _preloading.join()  # done by now on any real capture; the fork must not copy a half-held import lock
     if not hasattr(os, "fork") or threading.active_count() > 1:
         return None
     sys.stdout.flush()
@@ -137,8 +152,8 @@ def _joined(pid: int) -> None:
         raise typer.Exit(code if code > 0 else 128 - code)  # killed by a signal: as a shell reports it
 
 
-def _write_main(report: Report, fmt: str, output: Optional[str], force: bool, limit: int, at_ns: Optional[int],
-                html: Optional[str]) -> None:
+def _write_main(report: Report, fmt: str, output: str | None, force: bool, limit: int, at_ns: int | None,
+                html: str | None) -> None:
     if fmt == "table":
         from .terminal import render
         if output and output != "-":
@@ -178,19 +193,19 @@ def analyze_cmd(
 ) -> None:
     """Analyse captures: connections, both endpoints' states, findings, and the end-of-capture socket counts."""
     try:
-        if fmt not in writers.FORMATS:
-            raise CaptureError(f"--format {fmt}: choose one of {', '.join(writers.FORMATS)}")
+        if fmt not in FORMATS:
+            raise CaptureError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
         if batch_frames < 1:
             raise CaptureError("--batch-frames must be at least 1")
         if output and writers.clobbers(output) and not force:
             raise writers.OutputExists(f"{output}: exists; use --force to overwrite it")
-        if fail_on is not None and fail_on not in detectors.SEVERITIES:
-            raise CaptureError(f"--fail-on {fail_on}: choose one of {', '.join(detectors.SEVERITIES)}")
+        if fail_on is not None and fail_on not in SEVERITIES:
+            raise CaptureError(f"--fail-on {fail_on}: choose one of {', '.join(SEVERITIES)}")
         for extra in (html, conn_log):
             if extra and writers.clobbers(extra) and not force:
                 raise writers.OutputExists(f"{extra}: exists; use --force to overwrite it")
         params = Params(time_wait=time_wait, fin_timeout=fin_timeout, idle_timeout=idle_timeout, checksums=checksums)
-        settings = detectors.Settings(time_wait=time_wait, ephemeral_ports=ephemeral_ports)
+        settings = Settings(time_wait=time_wait, ephemeral_ports=ephemeral_ports)
         report = _run(captures, params, batch_frames, quiet, settings=settings, only=_kinds(kinds),
                       keep_segments=html is not None)
         at_ns = parse_instant(at, report.capture.first_ns) if at else None
@@ -199,7 +214,7 @@ def analyze_cmd(
         fail(exc, debug)
     except (OSError, ValueError, MemoryError) as exc:
         fail(exc, debug)
-    if fail_on is not None and detectors.worst(report.findings, fail_on):
+    if fail_on is not None and _worst(report, fail_on):
         raise typer.Exit(1)
 
 
@@ -262,10 +277,10 @@ def live_cmd(
 
     failure = None
     try:
-        if fmt not in writers.FORMATS:
-            raise CaptureError(f"--format {fmt}: choose one of {', '.join(writers.FORMATS)}")
-        if fail_on is not None and fail_on not in detectors.SEVERITIES:
-            raise CaptureError(f"--fail-on {fail_on}: choose one of {', '.join(detectors.SEVERITIES)}")
+        if fmt not in FORMATS:
+            raise CaptureError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+        if fail_on is not None and fail_on not in SEVERITIES:
+            raise CaptureError(f"--fail-on {fail_on}: choose one of {', '.join(SEVERITIES)}")
         if duration is not None and duration <= 0:
             raise CaptureError("--duration must be more than 0 seconds")
         if packets is not None and packets < 1:
@@ -277,7 +292,7 @@ def live_cmd(
             interface=interface, bpf=bpf, duration=duration, packets=packets, write=write, force=force,
             buffer_mib=buffer, snaplen=snaplen,
             params=Params(time_wait=time_wait, fin_timeout=fin_timeout, idle_timeout=idle_timeout, checksums=checksums),
-            settings=detectors.Settings(time_wait=time_wait, ephemeral_ports=ephemeral_ports), only=_kinds(kinds),
+            settings=Settings(time_wait=time_wait, ephemeral_ports=ephemeral_ports), only=_kinds(kinds),
             keep_segments=html is not None, view=not quiet and err.is_terminal)
 
         def ready(dump: live.Dumpcap) -> None:
@@ -294,7 +309,7 @@ def live_cmd(
         fail(exc, debug)
     if failure:
         fail(CaptureError(failure + " (what was captured before is analysed above)"), debug)
-    if fail_on is not None and detectors.worst(report.findings, fail_on):
+    if fail_on is not None and _worst(report, fail_on):
         raise typer.Exit(1)
 
 
@@ -324,6 +339,27 @@ def fail(exc: BaseException, debug: bool) -> None:
     raise typer.Exit(2)
 
 
+_preloading: threading.Thread | None = None
+REPORT_MODULES = ("analyzer.report", "analyzer.connections", "analyzer.detectors", "analyzer.terminal")
+
+
+def _preload() -> None:
+    """Import pandas and the modules that build and show the report while the capture is being read.
+
+    Reading, decoding and the state machines need none of them and run compiled, without the GIL, so the
+    half second of importing pandas (with pyarrow) mostly overlaps them instead of coming first. A module
+    still loading when it is needed is waited for (Python's import lock); one that fails to load fails
+    again, with its error, where it is used.
+    """
+    import importlib
+
+    for name in REPORT_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - reported where the module is used
+            return
+
+
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 MMAP_THRESHOLD = 1 << 20
 
@@ -348,6 +384,9 @@ def main() -> None:
     the interpreter's teardown, which on a large capture spends most of a second freeing objects one by one.
     """
     _fix_mmap_threshold()
+    global _preloading
+    _preloading = threading.Thread(target=_preload, name="tcpa-preload", daemon=True)
+    _preloading.start()
     code: int | str | None = 0
     try:
         app()

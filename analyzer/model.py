@@ -19,6 +19,8 @@ I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 U8 = npt.NDArray[np.uint8]
 
+SCHEMA_VERSION = "tcpa/1"  # of the JSON report (and the Parquet file's metadata)
+
 
 class CaptureError(Exception):
     """A capture that cannot be read at all; its message is one line naming the file and the problem."""

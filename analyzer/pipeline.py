@@ -9,22 +9,25 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import pandas as pd
 
-from . import detectors, engine
+from . import engine
 from .capture import open_capture
-from .connections import connections_frame, transitions_frame
 from .decode import SUPPORTED_LINKTYPES, Decoder
 from .flows import Keyed, keyed
 from .layout import HIST_MAX, ROW, T_FIELDS
 from .model import CaptureError, CaptureFacts, FrameBatch, Notice
-from .report import Report
+from .options import Settings
 from .segments import SegmentTable
 from .sequence import EV_NAMES, EVENT_NAMES
 from .tracker import CT_NAMES, SG_NAMES, Params, Tracker
+
+if TYPE_CHECKING:  # pandas and the modules built on it load while the capture is read: see _report_modules()
+    import pandas as pd
+
+    from .report import Report
 
 DEFAULT_BATCH = 1 << 16
 
@@ -33,7 +36,7 @@ Progress = Callable[[int], None]
 
 def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *, params: Params | None = None,
             batch_frames: int = DEFAULT_BATCH, progress: Progress | None = None,
-            keep_segments: bool = False, detect: bool = True, settings: detectors.Settings | None = None,
+            keep_segments: bool = False, detect: bool = True, settings: Settings | None = None,
             only: Iterable[str] | None = None) -> Report:
     """Analyse one capture (or several, read in order as one) and return the Report.
 
@@ -139,7 +142,7 @@ class Analysis:
         self.tracker.feed(seg, known)
         return len(seg)
 
-    def finish(self, facts: CaptureFacts, *, detect: bool = True, settings: detectors.Settings | None = None,
+    def finish(self, facts: CaptureFacts, *, detect: bool = True, settings: Settings | None = None,
                only: Iterable[str] | None = None) -> Report:
         """End of capture: the Report (with findings unless detect=False). Call once."""
         assert not self.finished, "Analysis.finish() called twice"
@@ -151,11 +154,13 @@ class Analysis:
         facts.notices.extend(self.tracker.notices)
         report = build_report(facts, self.tracker, self.decoder.tunnels, self.decoder.skipped, self.segments)
         if detect:
+            from . import detectors
+
             report.findings = detectors.run(report, settings, only)
             _summarise_findings(report)
         return report
 
-    def snapshot(self, facts: CaptureFacts, *, detect: bool = True, settings: detectors.Settings | None = None,
+    def snapshot(self, facts: CaptureFacts, *, detect: bool = True, settings: Settings | None = None,
                  only: Iterable[str] | None = None) -> Report:
         """The Report as if the capture ended after the last batch fed, without disturbing the analysis.
 
@@ -169,6 +174,8 @@ class Analysis:
         report = build_report(facts, tracker, list(self.decoder.tunnels), Counter(self.decoder.skipped),
                               self.segments)
         if detect:
+            from . import detectors
+
             report.findings = detectors.run(report, settings, only)
             _summarise_findings(report)
         return report
@@ -188,6 +195,10 @@ def _tracker_copy(tracker: Tracker) -> Tracker:
 
 def _summarise_findings(report: Report) -> None:
     """Per connection: the kinds found on it and the worst severity (so CSV and Parquet rows carry them)."""
+    import pandas as pd
+
+    from . import detectors
+
     f, conns = report.findings, report.connections
     uids = conns["uid"].tolist()
     index = dict(zip(uids, range(len(uids))))
@@ -230,6 +241,11 @@ def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skip
                  segments: int) -> Report:
     """Assemble the Report's tables from what the tracker collected (which is handed over: the tracker's
     lists are emptied as their tables are built, so the rows are not held twice)."""
+    import pandas as pd
+
+    from .connections import connections_frame, transitions_frame
+    from .report import Report
+
     rows = _stack(tracker.conn_rows, (0, ROW), np.int64)
     hist = _stack(tracker.conn_hist, (0, HIST_MAX), np.uint8)
     keys = _stack(tracker.conn_keys, (0, 5), np.uint64)
@@ -250,7 +266,7 @@ def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skip
 def _stack(parts: list[np.ndarray], empty: tuple[int, int], dtype: type) -> np.ndarray:
     """A tracker's list of row blocks as one array; each block is let go once copied (the list is emptied),
     so the rows are never held twice."""
-    out = np.empty((sum(len(p) for p in parts), *empty[1:]), dtype)
+    out: np.ndarray = np.empty((sum(len(p) for p in parts), *empty[1:]), dtype)
     at = 0
     parts.reverse()
     while parts:
@@ -262,6 +278,8 @@ def _stack(parts: list[np.ndarray], empty: tuple[int, int], dtype: type) -> np.n
 
 def _table(parts: list[np.ndarray], names: list[str], uid_of: pd.Series) -> pd.DataFrame:
     """Rows the tracker collected, with each row's connection uid, in frame order (the list is emptied)."""
+    import pandas as pd
+
     rows = _stack(parts, (0, len(names)), np.int64)
     order = np.argsort(rows[:, names.index("frame")], kind="stable")
     df = pd.DataFrame({name: rows[order, j] for j, name in enumerate(names)})  # column by column: no 2nd copy
@@ -271,4 +289,4 @@ def _table(parts: list[np.ndarray], names: list[str], uid_of: pd.Series) -> pd.D
     return df
 
 
-__all__ = ["Analysis", "CaptureError", "Notice", "Params", "Report", "analyze"]
+__all__ = ["Analysis", "CaptureError", "Notice", "Params", "analyze"]

@@ -11,7 +11,6 @@ import pandas as pd
 from .model import CaptureFacts
 from .tcpstate import LISTED_STATES, State
 
-SCHEMA_VERSION = "tcpa/1"
 LISTED = sorted((s.name for s in LISTED_STATES), key=lambda n: State[n].value)
 
 FINDING_COLUMNS = ["kind", "severity", "uid", "host", "port", "direction", "ts", "frames", "summary",

@@ -14,16 +14,17 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import pandas as pd
 
-from .model import CaptureError
-from .report import SCHEMA_VERSION, Report
+from .model import SCHEMA_VERSION, CaptureError
 
-FORMATS = ("table", "json", "jsonl", "csv", "parquet", "zeek")
+if TYPE_CHECKING:  # pandas is imported by the report's modules, not to write files (see options.py)
+    import pandas as pd
+
+    from .report import Report
 
 
 class OutputExists(CaptureError):
