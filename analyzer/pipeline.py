@@ -16,13 +16,12 @@ import numpy as np
 from . import engine
 from .capture import open_capture
 from .decode import SUPPORTED_LINKTYPES, Decoder
-from .flows import Keyed, keyed
 from .layout import HIST_MAX, ROW, T_FIELDS
 from .model import CaptureError, CaptureFacts, FrameBatch, Notice
 from .options import Settings
 from .segments import SegmentTable
 from .sequence import EV_NAMES, EVENT_NAMES
-from .tracker import CT_NAMES, SG_NAMES, Params, Tracker
+from .tracker import CT_NAMES, SG_NAMES, Params, Prepared, Tracker, prepare
 
 if TYPE_CHECKING:  # pandas and the modules built on it load while the capture is read: see _report_modules()
     import pandas as pd
@@ -50,8 +49,8 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
         if isinstance(item, CaptureFacts):
             facts = _merge(facts, item)
             continue
-        seg, known, size = item
-        analysis.add(seg, known)
+        seg, prepared, size = item
+        analysis.add(seg, prepared)
         if progress:
             progress(size)
     assert facts is not None
@@ -59,14 +58,14 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
 
 
 def _decoded(paths: list[str | os.PathLike[str]], decoder: Decoder, batch_frames: int
-             ) -> Iterator[tuple[SegmentTable, Keyed, int] | CaptureFacts]:
-    """Each capture's decoded batches (with their flow keys, and their size in bytes for progress), then the
+             ) -> Iterator[tuple[SegmentTable, Prepared, int] | CaptureFacts]:
+    """Each capture's decoded batches (prepared for the tracker, with their size in bytes for progress), then the
     capture's facts."""
     for path in paths:
         with open_capture(path, batch_frames=batch_frames) as capture:
             for batch in capture:
                 seg = decoder.decode(batch)
-                yield seg, keyed(seg), int(batch.caplen.sum()) + 16 * len(batch)
+                yield seg, prepare(seg), int(batch.caplen.sum()) + 16 * len(batch)
             yield capture.facts
 
 
@@ -133,13 +132,13 @@ class Analysis:
         """Decode one batch and run its segments through the tracker; returns the batch's TCP segments."""
         return self.add(self.decoder.decode(batch))
 
-    def add(self, seg: SegmentTable, known: Keyed | None = None) -> int:
+    def add(self, seg: SegmentTable, prepared: Prepared | None = None) -> int:
         """Run one decoded batch (from self.decoder) through the tracker; returns its TCP segments.
 
-        `known` is flows.keyed(seg), when the decoding thread computed it.
+        `prepared` is tracker.prepare(seg), when the decoding thread computed it.
         """
         self.segments += len(seg)
-        self.tracker.feed(seg, known)
+        self.tracker.feed(seg, prepared)
         return len(seg)
 
     def finish(self, facts: CaptureFacts, *, detect: bool = True, settings: Settings | None = None,

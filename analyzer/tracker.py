@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import engine, sequence
-from .flows import FlowTable, Keyed
+from .flows import FlowTable, Keyed, keyed
 from .layout import (
     C_CONN,
     C_FIRST_FRAME,
@@ -60,6 +60,23 @@ SG_NAMES = ["conn", "dir", "frame", "ts_ns", "flags", "seq", "ack", "len", "win"
 (SG_CONN, SG_DIR, SG_FRAME, SG_NS, SG_FLAGS, SG_SEQ, SG_ACK, SG_LEN, SG_WIN, SG_MSS, SG_WSCALE, SG_SACK_PERM,
  SG_TSVAL, SG_TSECR, SG_SACK_COUNT, SG_SACK_LEFT0, SG_SACK_RIGHT0) = range(len(SG_NAMES))
 SG_WIDTH = len(SG_NAMES)
+
+
+WIDE = ("flags", "seq", "ack", "win", "payload_len", "ip_len", "mss", "wscale", "csum_ok", "opt_error", "tunnel",
+        "sport", "dport")  # the segment columns the compiled stages read as int64
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What feeding a batch needs that does not depend on the tracker's state: its flow keys and its WIDE
+    columns as int64. The decoding thread computes it ahead of the tracker (pipeline.analyze)."""
+
+    keyed: Keyed
+    wide: dict[str, npt.NDArray[np.int64]]
+
+
+def prepare(seg: SegmentTable) -> Prepared:
+    return Prepared(keyed(seg), {name: getattr(seg, name).astype(np.int64) for name in WIDE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +125,7 @@ class Tracker:
         self.aged_targets: dict[str, int] = {}  # server ip:port -> attempts aged out
         self.notices: list[Notice] = []
 
-    def feed(self, seg: SegmentTable, known: Keyed | None = None) -> None:
+    def feed(self, seg: SegmentTable, prepared: Prepared | None = None) -> None:
         """Run one batch of segments through the engine."""
         n = len(seg)
         if n > SYN_SPLIT and int(((seg.flags & 0x12) == 0x02).sum()) > SYN_SPLIT:
@@ -117,20 +134,19 @@ class Tracker:
             for i in range(0, n, SYN_SPLIT):
                 self._feed(seg.take(np.arange(i, min(n, i + SYN_SPLIT))))
             return
-        self._feed(seg, known)
+        self._feed(seg, prepared)
 
-    def _feed(self, seg: SegmentTable, known: Keyed | None = None) -> None:
+    def _feed(self, seg: SegmentTable, prepared: Prepared | None = None) -> None:
         n = len(seg)
         if n == 0:
             return
-        slots, a_is_src = self.flows.assign(seg, known)
+        p = prepared or prepare(seg)
+        slots, a_is_src = self.flows.assign(seg, p.keyed)
         self._fit()
-        cols = (slots, a_is_src, seg.frame, seg.ts_ns, seg.flags.astype(np.int64), seg.seq.astype(np.int64),
-                seg.ack.astype(np.int64), seg.win.astype(np.int64), seg.payload_len.astype(np.int64),
-                seg.ip_len.astype(np.int64), seg.mss.astype(np.int64), seg.wscale.astype(np.int64),
-                seg.sack_perm, seg.has_ts, seg.csum_ok.astype(np.int64), seg.truncated,
-                seg.opt_error.astype(np.int64), seg.tunnel.astype(np.int64), seg.sport.astype(np.int64),
-                seg.dport.astype(np.int64))
+        w = p.wide
+        cols = (slots, a_is_src, seg.frame, seg.ts_ns, w["flags"], w["seq"], w["ack"], w["win"], w["payload_len"],
+                w["ip_len"], w["mss"], w["wscale"], seg.sack_perm, seg.has_ts, w["csum_ok"], seg.truncated,
+                w["opt_error"], w["tunnel"], w["sport"], w["dport"])
         self.seg_conn = np.empty(n, np.int64)
         self.seg_dir = np.empty(n, np.int64)
         i = 0
@@ -138,19 +154,18 @@ class Tracker:
             i = engine.run(i, *cols, self.st, self.hist, TABLE, self.pvec, self.server_ports, self.g,
                            self.tr, self.done, self.done_hist, self.seg_conn, self.seg_dir)
             self._collect()
-        self._analyse(seg, slots)
+        self._analyse(seg, slots, w)
         self.last_ns = max(self.last_ns, int(seg.ts_ns.max()))
         self._retire(self.last_ns)
         self._age_out()
 
-    def _analyse(self, seg: SegmentTable, slots: npt.NDArray[np.int64]) -> None:
+    def _analyse(self, seg: SegmentTable, slots: npt.NDArray[np.int64], w: dict[str, npt.NDArray[np.int64]]
+                 ) -> None:
         """Wireshark's sequence analysis over the batch, and the control segments the detectors read."""
         n = len(seg)
         ev = np.empty((sequence.MAX_EVENTS_PER_SEGMENT * n + 16, sequence.EV_WIDTH), np.int64)
-        k = sequence.run(slots, self.seg_conn, self.seg_dir, seg.frame, seg.ts_ns, seg.flags.astype(np.int64),
-                         seg.seq.astype(np.int64), seg.ack.astype(np.int64), seg.win.astype(np.int64),
-                         seg.payload_len.astype(np.int64), seg.wscale.astype(np.int64), self.seq_st, ev,
-                         self.keep_segments)
+        k = sequence.run(slots, self.seg_conn, self.seg_dir, seg.frame, seg.ts_ns, w["flags"], w["seq"], w["ack"],
+                         w["win"], w["payload_len"], w["wscale"], self.seq_st, ev, self.keep_segments)
         if k:
             self.seq_events.append(ev[:k].copy())
         ctl = np.flatnonzero(seg.flags & 0x07)
