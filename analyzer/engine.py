@@ -56,7 +56,7 @@ def ep(e: int) -> int:
     return EP0 if e == 0 else EP1
 
 
-@kernel()
+@kernel(inline=True)
 def fire(st, s, e, event, ns, frame, table, tr, g) -> None:  # type: ignore[no-untyped-def]
     """Apply one event to endpoint e of slot s; record the transition if the state changes."""
     b = ep(e)
@@ -79,7 +79,7 @@ def fire(st, s, e, event, ns, frame, table, tr, g) -> None:  # type: ignore[no-u
     st[s, b + E_STATE_NS] = ns
 
 
-@kernel()
+@kernel(inline=True)
 def run_timers(st, s, now, params, table, tr, g) -> None:  # type: ignore[no-untyped-def]
     """Let the Linux TIME_WAIT and FIN_WAIT_2 timers of both endpoints run up to capture time `now`."""
     for e in range(2):
@@ -92,7 +92,7 @@ def run_timers(st, s, now, params, table, tr, g) -> None:  # type: ignore[no-unt
             fire(st, s, e, EV_TIME_WAIT_TIMEOUT, st[s, b + E_STATE_NS] + params[P_TIME_WAIT_NS], 0, table, tr, g)
 
 
-@kernel()
+@kernel(inline=True)
 def flush_pending(st, s, e, table, tr, g) -> None:  # type: ignore[no-untyped-def]
     """Deliver endpoint e's held receive event at the time and frame it was seen."""
     b = ep(e)
@@ -138,7 +138,7 @@ def start(st, s, hist, a_is_src, flags, frame, ns, tunnel, sport, dport, server_
     st[s, C_TUNNEL] = tunnel
 
 
-@kernel()
+@kernel(inline=True)
 def is_reuse(st, s, snd, flags, seq, ns, params) -> bool:  # type: ignore[no-untyped-def]
     """Whether this segment begins a new connection on an occupied 4-tuple.
 
@@ -175,7 +175,7 @@ def is_reuse(st, s, snd, flags, seq, ns, params) -> bool:  # type: ignore[no-unt
     return done0 and done1
 
 
-@kernel()
+@kernel(inline=True)
 def count(st, s, snd, i, flags, seq, payload_len, ip_len, ns, frame, mss, wscale, sack_perm, has_ts) -> None:  # type: ignore[no-untyped-def]
     """Per-direction counters, sequence extent and handshake options for segment i."""
     b = ep(snd)
@@ -215,7 +215,7 @@ def count(st, s, snd, i, flags, seq, payload_len, ip_len, ns, frame, mss, wscale
         st[s, b + E_SEQ_START] = pos  # data from before the first segment we saw (capture began mid-flight)
 
 
-@kernel()
+@kernel(inline=True)
 def handshake_times(st, s, snd, flags, ack, ns, frame) -> None:  # type: ignore[no-untyped-def]
     """SYN, SYN+ACK and handshake-completing ACK times, for the handshake RTT."""
     if flags & RST:
@@ -234,14 +234,14 @@ def handshake_times(st, s, snd, flags, ack, ns, frame) -> None:  # type: ignore[
             st[s, C_HS_ACK_FRAME] = frame
 
 
-@kernel()
+@kernel(inline=True)
 def acks(ack, st, s, e, field) -> bool:  # type: ignore[no-untyped-def]
     """Whether ack covers endpoint e's ISN or FIN (field E_ISN or E_FIN_SEQ): ack > that sequence number."""
     v = st[s, ep(e) + field]
     return v != NONE and seq_diff(ack, v) > 0
 
 
-@kernel()
+@kernel(inline=True)
 def sender_events(st, s, snd, rcv, flags, seq, ack, plen, ns, frame, table, tr, g) -> None:  # type: ignore[no-untyped-def]
     """What the sender did: resolve its held receive event, then SYN / segment / FIN / RST."""
     b = ep(snd)
@@ -277,7 +277,7 @@ def sender_events(st, s, snd, rcv, flags, seq, ack, plen, ns, frame, table, tr, 
         flush_pending(st, s, snd, table, tr, g)
 
 
-@kernel()
+@kernel(inline=True)
 def receiver_events(st, s, snd, rcv, flags, ack, ns, frame, table, tr, g) -> None:  # type: ignore[no-untyped-def]
     """What the receiver went through on this segment, ACK effects before SYN/FIN (RFC 9293 3.10.7.4)."""
     b = ep(rcv)

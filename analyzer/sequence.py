@@ -164,19 +164,19 @@ def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st
             behind = seen and _lt(sq, nextseq)
             if ln > 1 and ((nextseq - 1) & 0xFFFFFFFF) == sq:
                 behind = False  # new data right after a zero-window probe's byte
-            kind = 0
+            kind = np.int64(0)
             since_ack = now - st[s, r + D_LASTACK_NS]
             ooo = st[s, S_FIRST_RTT] if st[s, S_FIRST_RTT] else OOO_DEFAULT_NS
             lastack_r = st[s, r + D_LASTACK]
             if ln > 0 and lastack_r != 0 and not _gt((sq + ln) & 0xFFFFFFFF, lastack_r):
-                kind = K_SPURIOUS
+                kind = np.int64(K_SPURIOUS)
             elif behind and st[s, r + D_DUPACKS] >= 2 and lastack_r == sq and since_ack < FAST_RETRANS_NS:
-                kind = K_FAST
+                kind = np.int64(K_FAST)
             elif behind and now - st[s, f + D_NEXTSEQ_NS] < ooo and \
                     nextseq != ((sq + ln + (1 if fl & (SYN | FIN) else 0)) & 0xFFFFFFFF):
-                kind = K_OOO
+                kind = np.int64(K_OOO)
             elif behind:
-                kind = K_RETRANS
+                kind = np.int64(K_RETRANS)
             if kind:
                 kinds |= 1 << kind
                 n = _emit(ev, n, fr, c, d, kind, now - st[s, f + D_NEXTSEQ_NS], st[s, f + D_NEXTSEQ_FRAME], ln, sq, now)

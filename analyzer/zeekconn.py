@@ -54,7 +54,7 @@ def ep(e: int) -> int:
 ep = kernel(inline=True)(ep)
 
 
-@kernel()
+@kernel(inline=True)
 def add_letter(st, s, hist, letter) -> None:  # type: ignore[no-untyped-def]
     """Append one history letter (silently stops at HIST_MAX)."""
     n = st[s, C_HIST_LEN]
@@ -63,13 +63,13 @@ def add_letter(st, s, hist, letter) -> None:  # type: ignore[no-untyped-def]
         st[s, C_HIST_LEN] = n + 1
 
 
-@kernel()
+@kernel(inline=True)
 def letter_for(code, zsnd) -> int:  # type: ignore[no-untyped-def]
     """Upper case for Zeek's originator, lower case for its responder."""
     return code if zsnd == 0 else code + 32
 
 
-@kernel()
+@kernel(inline=True)
 def once(st, s, hist, bit, code, zsnd) -> bool:  # type: ignore[no-untyped-def]
     """Zeek's CheckHistory: add the letter the first time per direction; True if it had been seen."""
     mask = 1 << (bit + 8 * zsnd)
@@ -80,7 +80,7 @@ def once(st, s, hist, bit, code, zsnd) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
-@kernel()
+@kernel(inline=True)
 def scaled(st, s, hist, b, cnt_field, next_field, code, zsnd) -> None:  # type: ignore[no-untyped-def]
     """Zeek's ScaledHistoryEntry: the letter at the 1st, 10th, 100th... occurrence."""
     if st[s, b + cnt_field] == NONE:
@@ -119,7 +119,7 @@ def zeek_start(st, s, hist, flags, sport, dport, server_port) -> bool:  # type: 
     return not flip
 
 
-@kernel()
+@kernel(inline=True)
 def set_z(st, s, b, state) -> None:  # type: ignore[no-untyped-def]
     """Zeek's SetState: remember the previous state."""
     if st[s, b + E_ZSTATE] != state:
@@ -127,7 +127,7 @@ def set_z(st, s, b, state) -> None:  # type: ignore[no-untyped-def]
         st[s, b + E_ZSTATE] = state
 
 
-@kernel()
+@kernel(inline=True)
 def update_states(st, s, be, bp, is_orig, flags, plen) -> None:  # type: ignore[no-untyped-def]
     """Zeek's UpdateStateMachine for the sender (columns be) and its peer (bp)."""
     syn, fin, rst, ack = (flags & SYN) != 0, (flags & FIN) != 0, (flags & RST) != 0, (flags & ACK) != 0
@@ -167,7 +167,7 @@ def update_states(st, s, be, bp, is_orig, flags, plen) -> None:  # type: ignore[
             set_z(st, s, be, Z_RESET)
 
 
-@kernel()
+@kernel(inline=True)
 def zeek_packet(st, s, hist, snd, flags, seq, ack, win, plen, ns, bad_csum) -> None:  # type: ignore[no-untyped-def]
     """One packet through Zeek's eyes: role flip, history letters, endpoint states, duration end."""
     zsnd = snd ^ st[s, C_ZFLIP]
@@ -203,7 +203,7 @@ def zeek_packet(st, s, hist, snd, flags, seq, ack, win, plen, ns, bad_csum) -> N
     update_states(st, s, be, bp, zsnd == 0, flags, plen)
 
 
-@kernel()
+@kernel(inline=True)
 def _letters(st, s, hist, be, zsnd, flags, seq, plen, syn, fin, rst, has_ack) -> None:  # type: ignore[no-untyped-def]
     """The one flag letter a packet may add (Zeek's update_history), with its repeat rules."""
     bits = int(syn) + int(fin) + int(rst)
@@ -232,7 +232,7 @@ def _letters(st, s, hist, be, zsnd, flags, seq, plen, syn, fin, rst, has_ack) ->
         once(st, s, hist, H_ACK, 65, zsnd)  # 'A'
 
 
-@kernel()
+@kernel(inline=True)
 def _retransmit(st, s, hist, be, zsnd, flags, seq, plen, syn, fin) -> None:  # type: ignore[no-untyped-def]
     """Zeek's init_endpoint then update_last_seq: 'T' when data does not advance the highest sequence seen."""
     end_rel = plen + int(syn) + int(fin)
