@@ -78,7 +78,7 @@ def _be64(d: npt.NDArray[np.uint8], p: int) -> int:
     return (_be32(d, p) << 32) | _be32(d, p + 4)
 
 
-@kernel()
+@kernel(inline=True)
 def _ether(d: npt.NDArray[np.uint8], p: int, end: int) -> tuple[int, int]:
     """(ethertype, position after the Ethernet header), skipping a Cisco FabricPath outer header; -1 if cut."""
     if p + 14 > end:
@@ -92,7 +92,7 @@ def _ether(d: npt.NDArray[np.uint8], p: int, end: int) -> tuple[int, int]:
     return et, p + 14
 
 
-@kernel()
+@kernel(inline=True)
 def _ethertype_chain(d: npt.NDArray[np.uint8], et: int, p: int, end: int) -> tuple[int, int]:
     """Follow VLAN/PPPoE/MPLS/PBB/VN-Tag/LLC layers to an IP header: (4, 6 or 0 for not IP, -1 cut, position)."""
     for _ in range(16):
@@ -171,7 +171,7 @@ def _ieee80211(d: npt.NDArray[np.uint8], p: int, end: int) -> tuple[int, int]:
     return _ethertype_chain(d, 1500, p + hdr, end)  # LLC/SNAP follows
 
 
-@kernel()
+@kernel(inline=True)
 def _link(d: npt.NDArray[np.uint8], lt: int, p: int, end: int) -> tuple[int, int]:
     """The link layer by link type, to the IP header: (4, 6, 0 not IP, -1 cut, -2 unsupported; position)."""
     if lt == 1:
@@ -213,7 +213,7 @@ def _link(d: npt.NDArray[np.uint8], lt: int, p: int, end: int) -> tuple[int, int
     return -2, p
 
 
-@kernel()
+@kernel(inline=True)
 def _sum16(d: npt.NDArray[np.uint8], p: int, n: int) -> int:
     s = 0
     for i in range(p, p + n - 1, 2):
@@ -223,7 +223,7 @@ def _sum16(d: npt.NDArray[np.uint8], p: int, n: int) -> int:
     return s
 
 
-@kernel()
+@kernel(inline=True)
 def _tcp_checksum_ok(d: npt.NDArray[np.uint8], v: int, ip: int, tcp: int, length: int) -> bool:
     if v == 4:
         s = _sum16(d, ip + 12, 8) + 6 + length
@@ -235,7 +235,7 @@ def _tcp_checksum_ok(d: npt.NDArray[np.uint8], v: int, ip: int, tcp: int, length
     return s == 0xFFFF
 
 
-@kernel()
+@kernel(inline=True)
 def _options(d: npt.NDArray[np.uint8], p: int, oend: int, cend: int, o: npt.NDArray[np.int64]) -> None:
     """TCP options between p and the header's end (oend), reading only captured bytes (cend)."""
     limit = min(oend, cend)
@@ -293,7 +293,7 @@ def _options(d: npt.NDArray[np.uint8], p: int, oend: int, cend: int, o: npt.NDAr
         p += length
 
 
-@kernel()
+@kernel(inline=True)
 def _addr(d: npt.NDArray[np.uint8], v: int, p: int) -> tuple[int, int]:
     if v == 4:
         return 0, V4_LO | _be32(d, p)
@@ -426,7 +426,7 @@ def _udp_tunnel(d: npt.NDArray[np.uint8], sp: int, dp: int, p: int, end: int, ud
     return 0, 0, p
 
 
-@kernel()
+@kernel(inline=True)
 def _frame(d: npt.NDArray[np.uint8], start: int, cap: int, wire: int, lt: int, checksums: bool,
            o: npt.NDArray[np.int64]) -> None:
     """Decode one frame into the output row o."""
@@ -541,7 +541,7 @@ def _frame(d: npt.NDArray[np.uint8], start: int, cap: int, wire: int, lt: int, c
     o[O_CODE] = TOO_DEEP
 
 
-@kernel()
+@kernel(inline=True)
 def _tcp(d: npt.NDArray[np.uint8], v: int, ip: int, p: int, ip_end: int, cend: int, checksums: bool,
          o: npt.NDArray[np.int64]) -> None:
     if p + 20 > cend:
