@@ -816,3 +816,4 @@ class Decoder:
     def finish(self) -> None:
         """At the end of the capture: datagrams never completed are counted as skipped."""
         self._expire(1 << 62)
+        self._rows = np.empty((0, O_COLS), np.int64)  # not held while the report is built
