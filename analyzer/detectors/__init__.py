@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..options import RANK, SEVERITIES, Settings
 from ..report import FINDING_COLUMNS, Report
+
 MAX_EVIDENCE = 50  # frame numbers kept per finding
 T = TypeVar("T")
 
