@@ -6,7 +6,7 @@ from .model import CaptureError
 from .pipeline import analyze
 from .tracker import Params
 
-__all__ = ["analyze", "Report", "Params", "CaptureError"]
+__all__ = ["CaptureError", "Params", "Report", "analyze"]
 __version__ = "0.1.0"
 
 

@@ -14,6 +14,7 @@ numba compiles the kernels on first use instead (cached in __pycache__), with th
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import shutil
 import subprocess
@@ -45,14 +46,14 @@ def _compiled() -> ModuleType | None:
     if os.environ.get("TCPA_JIT") == "1":
         return None
     try:
-        from . import _kernels  # type: ignore[attr-defined]
+        module = importlib.import_module(f"{__package__}.{MODULE}")
     except ImportError:
         return None
-    if _kernels.source_digest() != digest():
+    if module.source_digest() != digest():
         print("tcpa: the compiled kernels are older than their source; compiling with numba instead "
               "(`make kernels` rebuilds them)", file=sys.stderr)
         return None
-    return _kernels  # type: ignore[no-any-return]
+    return module
 
 
 COMPILED = _compiled()
@@ -143,7 +144,6 @@ def build(out_dir: Path = HERE) -> Path:
     """Compile every entry point (and the kernels they call) into analyzer/_kernels*.so."""
     if COMPILED is not None or os.environ.get("TCPA_JIT") != "1":
         raise RuntimeError("build() runs with TCPA_JIT=1 (python -m analyzer.native sets it)")
-    import importlib
     import warnings
 
     pycc_compiler: Any = importlib.import_module("numba.pycc.compiler")

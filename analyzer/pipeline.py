@@ -18,7 +18,7 @@ from .capture import open_capture
 from .decode import SUPPORTED_LINKTYPES, Decoder
 from .layout import HIST_MAX, ROW, T_FIELDS
 from .model import CaptureError, CaptureFacts, FrameBatch, Notice
-from .options import Settings
+from .options import RANK, SEVERITIES, Settings
 from .segments import SegmentTable
 from .sequence import EV_NAMES, EVENT_NAMES
 from .tracker import CT_NAMES, SG_NAMES, Params, Prepared, Tracker, prepare
@@ -209,9 +209,9 @@ def _summarise_findings(report: Report) -> None:
     sets = detectors.group(*np.packbits(found, axis=1).T)  # connections with the same kinds (a few sets in all)
     names = np.array([";".join(kinds[np.flatnonzero(s)]) for s in found[sets.first]], dtype=object)
     worst = np.full(len(conns), -1)
-    np.maximum.at(worst, at[mine], np.array([detectors.RANK[s] for s in f["severity"].tolist()], np.int64)[mine])
+    np.maximum.at(worst, at[mine], np.array([RANK[s] for s in f["severity"].tolist()], np.int64)[mine])
     conns["findings"] = names[sets.codes].tolist()
-    conns["worst_severity"] = np.array([*detectors.SEVERITIES, ""], dtype=object)[worst].tolist()  # -1: none
+    conns["worst_severity"] = np.array([*SEVERITIES, ""], dtype=object)[worst].tolist()  # -1: none
 
 
 def _merge(acc: CaptureFacts | None, facts: CaptureFacts) -> CaptureFacts:
