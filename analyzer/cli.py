@@ -113,7 +113,7 @@ def _write_outputs(report: Report, fmt: str, output: Optional[str], force: bool,
         raise
     if beside is not None:
         _joined(beside)
-    if conn_log and beside is None:
+    elif conn_log:
         writers.write(report, "zeek", conn_log, force)
 
 
@@ -139,7 +139,7 @@ def _beside(work: Callable[[], None]) -> int | None:
     except BaseException as exc:  # noqa: BLE001 - reported here, in the child, as fail() would
         code = 130 if isinstance(exc, KeyboardInterrupt) else 2
         if code == 2:
-            sys.stderr.write(f"tcpa: error: {' '.join(str(exc).split()) or type(exc).__name__}\n")
+            sys.stderr.write(f"tcpa: error: {_one_line(exc)}\n")
     finally:
         sys.stderr.flush()
         os._exit(code)
@@ -334,9 +334,12 @@ def fail(exc: BaseException, debug: bool) -> None:
         raise typer.Exit(128 + 13)
     if debug:
         err.print_exception()
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    sys.stderr.write(f"tcpa: error: {message}\n")
+    sys.stderr.write(f"tcpa: error: {_one_line(exc)}\n")
     raise typer.Exit(2)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 _preloading: threading.Thread | None = None

@@ -79,13 +79,10 @@ class FlowTable:
         """Slots allocated (live or free)."""
         return len(self.keys)
 
-    def assign(self, seg: SegmentTable, known: Keyed | None = None
-               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """Slot of every segment (allocating new ones) and whether its source is the key's first endpoint.
-
-        `known` is keyed(seg) when it was computed already.
-        """
-        keys, a_is_src, first, inverse = known if known is not None else keyed(seg)
+    def assign(self, seg: SegmentTable, known: Keyed) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Slot of every segment (allocating new ones) and whether its source is the key's first endpoint,
+        given keyed(seg)."""
+        keys, a_is_src, first, inverse = known
         if len(seg) == 0:
             return np.zeros(0, np.int64), a_is_src
         distinct = keys[first]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -97,17 +98,8 @@ _DTYPES = {"b1": "bool", "i1": "int8", "i2": "int16", "i4": "int32", "i8": "int6
 
 
 def _split(args: str) -> list[str]:
-    """Top-level comma-separated parts of a signature's argument list."""
-    parts, depth, cur = [], 0, ""
-    for ch in args:
-        depth += ch in "[("
-        depth -= ch in "])"
-        if ch == "," and depth == 0:
-            parts.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    return [*parts, cur.strip()] if cur.strip() else parts
+    """The arguments of a signature: `i8, u1[::1], i8[:, ::1]` -> ["i8", "u1[::1]", "i8[:, ::1]"]."""
+    return re.findall(r"\w+(?:\[[^\]]*\])?", args)
 
 
 def _spec(arg: str) -> tuple[str, int] | None:

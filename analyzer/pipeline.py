@@ -23,7 +23,7 @@ from .segments import SegmentTable
 from .sequence import EV_NAMES, EVENT_NAMES
 from .tracker import CT_NAMES, SG_NAMES, Params, Prepared, Tracker, prepare
 
-if TYPE_CHECKING:  # pandas and the modules built on it load while the capture is read: see _report_modules()
+if TYPE_CHECKING:  # pandas and the modules built on it load while the capture is read: see cli._preload()
     import pandas as pd
 
     from .report import Report
