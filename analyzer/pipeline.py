@@ -13,15 +13,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from . import engine
+from . import engine, heap
 from .capture import open_capture
 from .decode import SUPPORTED_LINKTYPES, Decoder
-from .layout import HIST_MAX, ROW, T_FIELDS
 from .model import CaptureError, CaptureFacts, FrameBatch, Notice
 from .options import RANK, SEVERITIES, Settings
 from .segments import SegmentTable
 from .sequence import EV_NAMES, EVENT_NAMES
-from .tracker import CT_NAMES, SG_NAMES, Params, Prepared, Tracker, prepare
+from .tracker import CT_NAMES, SG_NAMES, Params, Prepared, Rows, Tracker, prepare
 
 if TYPE_CHECKING:  # pandas and the modules built on it load while the capture is read: see cli._preload()
     import pandas as pd
@@ -151,12 +150,15 @@ class Analysis:
         self.decoder.finish()
         facts.notices.extend(self.decoder.notices)
         facts.notices.extend(self.tracker.notices)
+        heap.trim()  # each phase frees most of what it allocated: see heap.trim()
         report = build_report(facts, self.tracker, self.decoder.tunnels, self.decoder.skipped, self.segments)
+        heap.trim()
         if detect:
             from . import detectors
 
             report.findings = detectors.run(report, settings, only)
             _summarise_findings(report)
+            heap.trim()
         return report
 
     def snapshot(self, facts: CaptureFacts, *, detect: bool = True, settings: Settings | None = None,
@@ -188,7 +190,7 @@ def _tracker_copy(tracker: Tracker) -> Tracker:
     t.g[engine.G_NDONE] = 0
     t.tr, t.done, t.done_hist = np.empty_like(tracker.tr), np.empty_like(tracker.done), np.empty_like(tracker.done_hist)
     for name in ("conn_rows", "conn_hist", "conn_keys", "transitions", "seq_events", "control", "segment_rows"):
-        setattr(t, name, list(getattr(tracker, name)))  # the arrays in them are never changed, only appended
+        setattr(t, name, getattr(tracker, name).copy())
     return t
 
 
@@ -239,16 +241,14 @@ def _check_linktypes(facts: CaptureFacts) -> None:
 def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skipped: Counter[str],
                  segments: int) -> Report:
     """Assemble the Report's tables from what the tracker collected (which is handed over: the tracker's
-    lists are emptied as their tables are built, so the rows are not held twice)."""
+    Rows are emptied as their tables are built, so the rows are not held twice)."""
     import pandas as pd
 
     from .connections import connections_frame, transitions_frame
     from .report import Report
 
-    rows = _stack(tracker.conn_rows, (0, ROW), np.int64)
-    hist = _stack(tracker.conn_hist, (0, HIST_MAX), np.uint8)
-    keys = _stack(tracker.conn_keys, (0, 5), np.uint64)
-    transitions = transitions_frame(_stack(tracker.transitions, (0, T_FIELDS), np.int64), facts.last_ns)
+    rows, hist, keys = tracker.conn_rows.stack(), tracker.conn_hist.stack(), tracker.conn_keys.stack()
+    transitions = transitions_frame(tracker.transitions.stack(), facts.last_ns)
     conns = connections_frame(rows, hist, keys, transitions, tunnels)
     del rows, hist, keys
     uid_of = conns.set_index("conn")["uid"]
@@ -262,24 +262,11 @@ def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skip
                   events=events, control=control, packets=packets)
 
 
-def _stack(parts: list[np.ndarray], empty: tuple[int, int], dtype: type) -> np.ndarray:
-    """A tracker's list of row blocks as one array; each block is let go once copied (the list is emptied),
-    so the rows are never held twice."""
-    out: np.ndarray = np.empty((sum(len(p) for p in parts), *empty[1:]), dtype)
-    at = 0
-    parts.reverse()
-    while parts:
-        part = parts.pop()
-        out[at:at + len(part)] = part
-        at += len(part)
-    return out
-
-
-def _table(parts: list[np.ndarray], names: list[str], uid_of: pd.Series) -> pd.DataFrame:
-    """Rows the tracker collected, with each row's connection uid, in frame order (the list is emptied)."""
+def _table(collected: Rows, names: list[str], uid_of: pd.Series) -> pd.DataFrame:
+    """Rows the tracker collected, with each row's connection uid, in frame order (`collected` is emptied)."""
     import pandas as pd
 
-    rows = _stack(parts, (0, len(names)), np.int64)
+    rows = collected.stack()
     order = np.argsort(rows[:, names.index("frame")], kind="stable")
     df = pd.DataFrame({name: rows[order, j] for j, name in enumerate(names)})  # column by column: no 2nd copy
     del rows, order

@@ -14,6 +14,7 @@ collected about them, and counted in a `half_open_aged_out` notice. Captures bel
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +63,73 @@ SG_NAMES = ["conn", "dir", "frame", "ts_ns", "flags", "seq", "ack", "len", "win"
 SG_WIDTH = len(SG_NAMES)
 
 
+CHUNK_BYTES = 4 << 20
+
+
+class Rows:
+    """Rows of one width, collected block by block into chunks of a few MiB.
+
+    A chunk is above glibc's mmap threshold (heap.pin_mmap_threshold), so it is mapped on its own: the rows
+    kept for the whole capture do not pin the heap pages around them, where each batch's arrays of a few
+    hundred KiB come and go (a list of per-batch copies left 30-40 MB of the heap unusable on the 2 M-packet
+    bench capture). The untouched tail of the last chunk is never resident.
+    """
+
+    def __init__(self, width: int, dtype: type) -> None:
+        self.width, self.dtype = width, np.dtype(dtype)
+        self.cap = max(1, CHUNK_BYTES // (width * self.dtype.itemsize))
+        self.chunks: list[npt.NDArray[Any]] = []
+        self.fill = 0  # rows used in the last chunk
+
+    def __len__(self) -> int:
+        return sum(map(len, self.chunks[:-1])) + self.fill if self.chunks else 0
+
+    def append(self, block: npt.NDArray[Any]) -> None:
+        at = 0
+        while at < len(block):
+            if not self.chunks or self.fill == len(self.chunks[-1]):
+                self.chunks.append(np.empty((self.cap, self.width), self.dtype))
+                self.fill = 0
+            k = min(len(self.chunks[-1]) - self.fill, len(block) - at)
+            self.chunks[-1][self.fill:self.fill + k] = block[at:at + k]
+            self.fill += k
+            at += k
+
+    def parts(self) -> list[npt.NDArray[Any]]:
+        """The rows, as views of the chunks."""
+        return [*self.chunks[:-1], self.chunks[-1][:self.fill]] if self.chunks else []
+
+    def copy(self) -> Rows:
+        """A copy that shares the rows so far (never changed once written) and appends elsewhere."""
+        out = Rows(self.width, self.dtype.type)
+        out.chunks = self.parts()
+        out.fill = len(out.chunks[-1]) if out.chunks else 0
+        return out
+
+    def drop(self, col: int, low: int, conns: npt.NDArray[np.int64]) -> None:
+        """Drop the rows whose column `col` holds one of `conns` (all >= low)."""
+        parts = self.parts()
+        if not parts or max(int(p[:, col].max()) for p in parts if len(p)) < low:
+            return
+        self.chunks, self.fill = [], 0
+        for part in parts:
+            self.append(part[~np.isin(part[:, col], conns)])
+
+    def stack(self) -> npt.NDArray[Any]:
+        """All rows as one array. The chunks are let go as they are copied (the Rows is emptied), so the rows
+        are never held twice."""
+        parts = self.parts()
+        out: npt.NDArray[Any] = np.empty((sum(map(len, parts)), self.width), self.dtype)
+        self.chunks, self.fill = [], 0
+        at = 0
+        parts.reverse()
+        while parts:
+            part = parts.pop()
+            out[at:at + len(part)] = part
+            at += len(part)
+        return out
+
+
 WIDE = ("flags", "seq", "ack", "win", "payload_len", "ip_len", "mss", "wscale", "csum_ok", "opt_error", "tunnel",
         "sport", "dport")  # the segment columns the compiled stages read as int64
 
@@ -107,18 +175,16 @@ class Tracker:
         self.done = np.empty((DONE_ROWS, ROW), dtype=np.int64)
         self.done_hist = np.empty((DONE_ROWS, HIST_MAX), dtype=np.uint8)
         self.server_ports = likely_server_ports()
-        self.conn_rows: list[npt.NDArray[np.int64]] = []
-        self.conn_hist: list[npt.NDArray[np.uint8]] = []
-        self.conn_keys: list[npt.NDArray[np.uint64]] = []
-        self.transitions: list[npt.NDArray[np.int64]] = []
+        self.conn_rows, self.conn_hist = Rows(ROW, np.int64), Rows(HIST_MAX, np.uint8)
+        self.conn_keys, self.transitions = Rows(5, np.uint64), Rows(T_FIELDS, np.int64)
         self.last_ns = 0
         self.seg_conn = np.empty(0, np.int64)  # the last batch's segments: connection id and direction
         self.seg_dir = np.empty(0, np.int64)
         self.seq_st = sequence.new_state(self.flows.capacity)
-        self.seq_events: list[npt.NDArray[np.int64]] = []  # sequence.EV_* rows
-        self.control: list[npt.NDArray[np.int64]] = []  # CT_* rows: every SYN, FIN and RST segment
+        self.seq_events = Rows(sequence.EV_WIDTH, np.int64)  # sequence.EV_* rows
+        self.control = Rows(CT_WIDTH, np.int64)  # CT_* rows: every SYN, FIN and RST segment
         self.keep_segments = keep_segments  # every segment's SG_* row, for the HTML report's ladders
-        self.segment_rows: list[npt.NDArray[np.int64]] = []
+        self.segment_rows = Rows(SG_WIDTH, np.int64)
         self.max_half_open = MAX_HALF_OPEN
         self.aged_out = 0  # half-open attempts dropped from the live table
         self.aged_first_frame = 0
@@ -167,7 +233,7 @@ class Tracker:
         k = sequence.run(slots, self.seg_conn, self.seg_dir, seg.frame, seg.ts_ns, w["flags"], w["seq"], w["ack"],
                          w["win"], w["payload_len"], w["wscale"], self.seq_st, ev, self.keep_segments)
         if k:
-            self.seq_events.append(ev[:k].copy())
+            self.seq_events.append(ev[:k])
         ctl = np.flatnonzero(seg.flags & 0x07)
         if self.keep_segments:
             sg = np.empty((n, SG_WIDTH), np.int64)
@@ -245,17 +311,9 @@ class Tracker:
     def _forget(self, conns: npt.NDArray[np.int64]) -> None:
         """Drop the transitions, events and control rows already collected for these connection ids."""
         low = int(conns.min())
-        for name, col in (("transitions", T_CONN), ("control", CT_CONN), ("seq_events", sequence.EV_CONN),
-                          ("segment_rows", SG_CONN)):
-            parts = getattr(self, name)
-            kept = []
-            for part in parts:
-                if not len(part) or int(part[:, col].max()) < low:
-                    kept.append(part)
-                    continue
-                mask = np.isin(part[:, col], conns)
-                kept.append(part[~mask] if mask.any() else part)
-            setattr(self, name, [p for p in kept if len(p)])
+        for rows, col in ((self.transitions, T_CONN), (self.control, CT_CONN), (self.seq_events, sequence.EV_CONN),
+                          (self.segment_rows, SG_CONN)):
+            rows.drop(col, low, conns)
 
     def _fit(self) -> None:
         """Grow the state matrix to the flow table's capacity."""
@@ -293,11 +351,11 @@ class Tracker:
         """Move what the engine emitted out of its buffers."""
         ntr, ndone = int(self.g[engine.G_NTR]), int(self.g[engine.G_NDONE])
         if ntr:
-            self.transitions.append(self.tr[:ntr].copy())
+            self.transitions.append(self.tr[:ntr])
         if ndone:
-            rows = self.done[:ndone].copy()
+            rows = self.done[:ndone]
             self.conn_rows.append(rows)
-            self.conn_hist.append(self.done_hist[:ndone].copy())
-            self.conn_keys.append(self.flows.keys[rows[:, C_SLOT]].copy())
+            self.conn_hist.append(self.done_hist[:ndone])
+            self.conn_keys.append(self.flows.keys[rows[:, C_SLOT]])
         self.g[engine.G_NTR] = 0
         self.g[engine.G_NDONE] = 0

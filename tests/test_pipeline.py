@@ -1,4 +1,4 @@
-"""pipeline.prefetched: the second thread that reads and decodes ahead of the tracker."""
+"""pipeline: the second thread that reads and decodes ahead of the tracker, and the tracker's row collections."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import threading
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
+from analyzer import tracker
 from analyzer.pipeline import prefetched
 
 
@@ -63,3 +65,22 @@ def test_a_consumer_that_stops_early_stops_the_producer() -> None:
     time.sleep(0.3)
     assert len(produced) == settled < 10
     assert not any(t.name == "tcpa-decode" for t in threading.enumerate())
+
+
+def test_rows_collected_across_chunks_come_back_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracker, "CHUNK_BYTES", 3 * 2 * 8)  # three rows of two int64 per chunk
+    rows = tracker.Rows(2, np.int64)
+    blocks = [np.arange(n * 2, dtype=np.int64).reshape(n, 2) + 100 * i for i, n in enumerate((2, 5, 0, 1, 4))]
+    for b in blocks:
+        rows.append(b)
+    want = np.concatenate(blocks)
+    assert len(rows) == len(want) and [len(c) for c in rows.chunks] == [3, 3, 3, 3]
+    snapshot = rows.copy()
+    snapshot.append(np.full((2, 2), -1, np.int64))  # a snapshot's own rows do not reach the original...
+    rows.append(np.full((1, 2), -2, np.int64))  # ...nor the original's the snapshot
+    assert np.array_equal(snapshot.stack(), np.concatenate([want, np.full((2, 2), -1)]))
+    rows.drop(0, 100, np.array([100, 102, 300]))  # rows whose first column is one of these go
+    got = rows.stack()
+    keep = ~np.isin(want[:, 0], [100, 102, 300])
+    assert np.array_equal(got, np.concatenate([want[keep], np.full((1, 2), -2)]))
+    assert len(rows) == 0 and rows.stack().shape == (0, 2)

@@ -1,0 +1,45 @@
+"""glibc heap settings that keep peak memory down: large arrays mapped, freed memory handed back.
+
+Both are no-ops off glibc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cache
+
+M_MMAP_THRESHOLD = -3  # mallopt parameter
+MMAP_THRESHOLD = 1 << 20
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - both must exist (glibc)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def pin_mmap_threshold() -> None:
+    """Pin glibc's mmap threshold at 1 MiB.
+
+    glibc raises the threshold whenever a large block is freed; after the first batches, batch-sized arrays
+    then come from the heap, which fragments and keeps their memory. Pinned, they are mapped and returned:
+    peak RSS on the 2 M-packet bench capture 457 -> 389 MB at the same speed.
+    """
+    if (libc := _libc()) is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def trim() -> None:
+    """Hand the heap's free pages back to the system.
+
+    Arrays under the mmap threshold (a column of a few thousand rows) come from the heap, and a long-lived one
+    among them keeps the pages around it; glibc returns only the free top of the heap by itself. Called between
+    the phases of an analysis (read, tables, detectors), where most of what the last phase allocated has just
+    been freed: on the 4 M-packet bench capture peak RSS 367 -> 317 MB, a few milliseconds each.
+    """
+    if (libc := _libc()) is not None:
+        libc.malloc_trim(0)
