@@ -49,27 +49,34 @@ class Report:
         One row per host, role and service (the server's ip:port), one column per state.
         """
         conns = self.connections
-        when = self.capture.last_ns if ns is None else ns
-        live = conns[conns["first_ns"] <= when]
+        empty = pd.DataFrame(columns=["host", "role", "service", *LISTED, "total"])
+        live = conns if ns is None else conns[conns["first_ns"] <= ns]
         if live.empty:  # no connection (yet): string columns of an empty frame are not strings
-            return pd.DataFrame(columns=["host", "role", "service", *LISTED, "total"])
-        tr = self.transitions[self.transitions["ts_ns"] <= when]
+            return empty
+        service = live["resp_h"].map(_bracket) + ":" + live["resp_p"].astype(str)
         rows = []
         for role, endpoint, host in (("client", "orig", "orig_h"), ("server", "resp", "resp_h")):
-            initial = live["started"].map({"syn": "CLOSED"}).fillna("UNKNOWN")
-            ends = tr[tr["endpoint"] == endpoint].groupby("conn")["to_state"].last()
-            mapped = live["conn"].map(ends)
-            state = pd.Series(np.where(mapped.isna(), initial, mapped.astype(object)), index=live.index)
-            service = live["resp_h"].map(_bracket) + ":" + live["resp_p"].astype(str)
-            rows.append(pd.DataFrame({"host": live[host], "role": role, "service": service, "state": state}))
+            # at the end of the capture each connection's {orig,resp}_state; before it, replayed up to `ns`
+            state = live[f"{endpoint}_state"] if ns is None else self._states(live, endpoint, ns)
+            listed = state.isin(LISTED).to_numpy()
+            rows.append(pd.DataFrame({"host": live[host][listed], "role": role, "service": service[listed],
+                                      "state": state[listed]}))
         every = pd.concat(rows, ignore_index=True)
-        every = every[every["state"].isin(LISTED)]
         if every.empty:
-            return pd.DataFrame(columns=["host", "role", "service", *LISTED, "total"])
+            return empty
         table = every.groupby(["host", "role", "service", "state"]).size().unstack("state", fill_value=0)
         table = table.reindex(columns=[s for s in LISTED if s in table.columns])
         table["total"] = table.sum(axis=1)
         return table.reset_index().sort_values(["total", "host"], ascending=[False, True], ignore_index=True)
+
+    def _states(self, live: pd.DataFrame, endpoint: str, ns: int) -> pd.Series:
+        """Each connection's state on one side at capture time `ns` (its initial one before any transition)."""
+        tr = self.transitions[["conn", "endpoint", "to_state", "ts_ns"]]
+        tr = tr[(tr["endpoint"] == endpoint).to_numpy() & (tr["ts_ns"] <= ns).to_numpy()]
+        ends = tr.groupby("conn")["to_state"].last()
+        mapped = live["conn"].map(ends)
+        initial = live["started"].map({"syn": "CLOSED"}).fillna("UNKNOWN")
+        return pd.Series(np.where(mapped.isna(), initial, mapped.astype(object)), index=live.index)
 
 
 def _bracket(host: str) -> str:

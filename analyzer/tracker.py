@@ -14,7 +14,6 @@ collected about them, and counted in a `half_open_aged_out` notice. Captures bel
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +41,7 @@ from .layout import (
     T_FIELDS,
 )
 from .model import Notice
+from .rows import Rows
 from .segments import SegmentTable, format_addr
 from .tcpstate import TABLE
 from .zeekconn import likely_server_ports
@@ -61,73 +61,6 @@ SG_NAMES = ["conn", "dir", "frame", "ts_ns", "flags", "seq", "ack", "len", "win"
 (SG_CONN, SG_DIR, SG_FRAME, SG_NS, SG_FLAGS, SG_SEQ, SG_ACK, SG_LEN, SG_WIN, SG_MSS, SG_WSCALE, SG_SACK_PERM,
  SG_TSVAL, SG_TSECR, SG_SACK_COUNT, SG_SACK_LEFT0, SG_SACK_RIGHT0) = range(len(SG_NAMES))
 SG_WIDTH = len(SG_NAMES)
-
-
-CHUNK_BYTES = 4 << 20
-
-
-class Rows:
-    """Rows of one width, collected block by block into chunks of a few MiB.
-
-    A chunk is above glibc's mmap threshold (heap.pin_mmap_threshold), so it is mapped on its own: the rows
-    kept for the whole capture do not pin the heap pages around them, where each batch's arrays of a few
-    hundred KiB come and go (a list of per-batch copies left 30-40 MB of the heap unusable on the 2 M-packet
-    bench capture). The untouched tail of the last chunk is never resident.
-    """
-
-    def __init__(self, width: int, dtype: type) -> None:
-        self.width, self.dtype = width, np.dtype(dtype)
-        self.cap = max(1, CHUNK_BYTES // (width * self.dtype.itemsize))
-        self.chunks: list[npt.NDArray[Any]] = []
-        self.fill = 0  # rows used in the last chunk
-
-    def __len__(self) -> int:
-        return sum(map(len, self.chunks[:-1])) + self.fill if self.chunks else 0
-
-    def append(self, block: npt.NDArray[Any]) -> None:
-        at = 0
-        while at < len(block):
-            if not self.chunks or self.fill == len(self.chunks[-1]):
-                self.chunks.append(np.empty((self.cap, self.width), self.dtype))
-                self.fill = 0
-            k = min(len(self.chunks[-1]) - self.fill, len(block) - at)
-            self.chunks[-1][self.fill:self.fill + k] = block[at:at + k]
-            self.fill += k
-            at += k
-
-    def parts(self) -> list[npt.NDArray[Any]]:
-        """The rows, as views of the chunks."""
-        return [*self.chunks[:-1], self.chunks[-1][:self.fill]] if self.chunks else []
-
-    def copy(self) -> Rows:
-        """A copy that shares the rows so far (never changed once written) and appends elsewhere."""
-        out = Rows(self.width, self.dtype.type)
-        out.chunks = self.parts()
-        out.fill = len(out.chunks[-1]) if out.chunks else 0
-        return out
-
-    def drop(self, col: int, low: int, conns: npt.NDArray[np.int64]) -> None:
-        """Drop the rows whose column `col` holds one of `conns` (all >= low)."""
-        parts = self.parts()
-        if not parts or max(int(p[:, col].max()) for p in parts if len(p)) < low:
-            return
-        self.chunks, self.fill = [], 0
-        for part in parts:
-            self.append(part[~np.isin(part[:, col], conns)])
-
-    def stack(self) -> npt.NDArray[Any]:
-        """All rows as one array. The chunks are let go as they are copied (the Rows is emptied), so the rows
-        are never held twice."""
-        parts = self.parts()
-        out: npt.NDArray[Any] = np.empty((sum(map(len, parts)), self.width), self.dtype)
-        self.chunks, self.fill = [], 0
-        at = 0
-        parts.reverse()
-        while parts:
-            part = parts.pop()
-            out[at:at + len(part)] = part
-            at += len(part)
-        return out
 
 
 WIDE = ("flags", "seq", "ack", "win", "payload_len", "ip_len", "mss", "wscale", "csum_ok", "opt_error", "tunnel",

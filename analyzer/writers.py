@@ -189,9 +189,10 @@ def to_zeek(report: Report, fh: IO[str]) -> None:
     fh.write(f"#open\t{opened:%Y-%m-%d-%H-%M-%S}\n")
     fh.write("#fields\t" + "\t".join(n for n, _ in ZEEK_FIELDS) + "\n")
     fh.write("#types\t" + "\t".join(t for _, t in ZEEK_FIELDS) + "\n")
-    conns = report.connections.sort_values("ts", kind="stable")
-    for rec in records(conns[[c for c in ZEEK_COLUMNS if c in conns]]):
-        fh.write("\t".join(_zeek_row(rec)) + "\n")
+    conns = report.connections
+    conns = conns[[c for c in ZEEK_COLUMNS if c in conns]].sort_values("ts", kind="stable")
+    for start in range(0, len(conns), CHUNK_ROWS):
+        fh.writelines("\t".join(_zeek_row(rec)) + "\n" for rec in records(conns.iloc[start:start + CHUNK_ROWS]))
     closed = dt.datetime.fromtimestamp(report.capture.last_ns / 1e9, dt.timezone.utc)
     fh.write(f"#close\t{closed:%Y-%m-%d-%H-%M-%S}\n")
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from analyzer import tracker
+from analyzer import rows as rows_module
 from analyzer.pipeline import prefetched
 
 
@@ -68,8 +68,8 @@ def test_a_consumer_that_stops_early_stops_the_producer() -> None:
 
 
 def test_rows_collected_across_chunks_come_back_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tracker, "CHUNK_BYTES", 3 * 2 * 8)  # three rows of two int64 per chunk
-    rows = tracker.Rows(2, np.int64)
+    monkeypatch.setattr(rows_module, "CHUNK_BYTES", 3 * 2 * 8)  # three rows of two int64 per chunk
+    rows = rows_module.Rows(2, np.int64)
     blocks = [np.arange(n * 2, dtype=np.int64).reshape(n, 2) + 100 * i for i, n in enumerate((2, 5, 0, 1, 4))]
     for b in blocks:
         rows.append(b)
@@ -84,3 +84,27 @@ def test_rows_collected_across_chunks_come_back_in_order(monkeypatch: pytest.Mon
     keep = ~np.isin(want[:, 0], [100, 102, 300])
     assert np.array_equal(got, np.concatenate([want[keep], np.full((1, 2), -2)]))
     assert len(rows) == 0 and rows.stack().shape == (0, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.uint8])
+def test_packed_rows_come_back_exactly(monkeypatch: pytest.MonkeyPatch, dtype: type) -> None:
+    monkeypatch.setattr(rows_module, "CHUNK_BYTES", 1000 * 6 * np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(7)
+    info = np.iinfo(dtype)
+    spans = [1, 200, 60_000, 4_000_000_000, int(info.max)]  # each column's range: 8 to 64 bits
+    cols = [rng.integers(0, s, 2500, dtype=np.uint64, endpoint=True) for s in spans if s <= info.max]
+    data = np.stack(cols, axis=1).astype(dtype)
+    data = np.concatenate([data, np.zeros((2500, 6 - data.shape[1]), dtype)], axis=1)
+    if dtype is np.int64:
+        data[::7, 1] = -1  # NONE among small values
+        data[::5, 4] = info.min  # the extremes of the type
+        data[1::5, 4] = info.max
+    rows = rows_module.Rows(6, dtype)
+    for start in range(0, 2500, 333):
+        rows.append(data[start:start + 333])
+    packed = [c for c in rows.chunks if isinstance(c, rows_module.Packed)]
+    assert len(packed) == (2 if np.dtype(dtype).itemsize == 8 else 0)
+    if packed:
+        assert packed[0].buf.nbytes < data[:1000].nbytes  # it is smaller
+    got = rows.stack()
+    assert got.dtype == data.dtype and np.array_equal(got, data)

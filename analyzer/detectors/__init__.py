@@ -282,6 +282,7 @@ def run(report: Report, settings: Settings | None = None, only: Iterable[str] | 
             for name in FIELDS:
                 values = getattr(f, name)
                 cols[name].extend(values if keep is None else [v for v, k in zip(values, keep) if k])
+    ctx._cache.clear()  # the detectors' derived columns go before the findings table is built
     if not cols["kind"]:
         return pd.DataFrame([], columns=[*FINDING_COLUMNS, "title"])
     cols["severity"] = [s or KINDS[k].severity for s, k in zip(cols["severity"], cols["kind"])]
@@ -289,6 +290,7 @@ def run(report: Report, settings: Settings | None = None, only: Iterable[str] | 
     kind_order = pd.factorize(np.array(cols["kind"], dtype=object), sort=True)[0]
     order = np.lexsort((np.array(cols["ts"], np.float64), kind_order, -rank)).tolist()  # stable: ties keep order
     out: dict[str, Any] = {name: [values[i] for i in order] for name, values in cols.items()}
+    del cols
     kind, ids = pd.factorize(np.array(out["kind"], dtype=object))
     for name in ("explanation", "causes", "remedy", "title"):  # long texts, the same for every finding of a kind
         out[name] = pd.Series([getattr(KINDS[k], name) for k in ids]).array.take(kind)
