@@ -18,9 +18,10 @@ from .capture import open_capture
 from .decode import SUPPORTED_LINKTYPES, Decoder
 from .model import CaptureError, CaptureFacts, FrameBatch, Notice
 from .options import RANK, SEVERITIES, Settings
+from .rows import Rows
 from .segments import SegmentTable
 from .sequence import EV_NAMES, EVENT_NAMES
-from .tracker import CT_NAMES, SG_NAMES, Params, Prepared, Rows, Tracker, prepare
+from .tracker import CT_NAMES, SG_NAMES, Params, Prepared, Tracker, prepare
 
 if TYPE_CHECKING:  # pandas and the modules built on it load while the capture is read: see cli._preload()
     import pandas as pd

@@ -95,7 +95,11 @@ class Rows:
             self.chunks[-1] = Packed.of(self.chunks[-1])
 
     def _parts(self) -> list[npt.NDArray[Any] | Packed]:
-        return [*self.chunks[:-1], self.chunks[-1][:self.fill]] if self.chunks else []
+        if not self.chunks:
+            return []
+        last = self.chunks[-1]
+        assert isinstance(last, np.ndarray)  # only a full chunk, followed by another, is packed
+        return [*self.chunks[:-1], last[:self.fill]]
 
     def copy(self) -> Rows:
         """A copy that shares the rows so far (never changed once written) and appends elsewhere."""
