@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import BinaryIO
 
-from .native import entry, kernel
 import numpy as np
 import numpy.typing as npt
 
 from .model import CaptureError, CaptureFacts, FrameBatch, Interface, Notice
+from .native import entry, kernel
 
 CHUNK = 8 << 20
 NS = 1_000_000_000
@@ -349,7 +349,7 @@ class Capture:
         if not self._fill(24):
             raise CaptureError(f"{self.facts.source}: pcap file header cut short")
         e = ">" if big else "<"
-        magic, major, minor, _, _, snaplen, link = struct.unpack_from(e + "IHHiIII", self.buf, self.pos)
+        magic, _, _, _, _, snaplen, link = struct.unpack_from(e + "IHHiIII", self.buf, self.pos)
         name, frac_ns, hdr_len = PCAP_MAGICS[magic]
         self.facts.file_format = name
         linktype = link & LINKTYPE_MASK
@@ -507,7 +507,7 @@ class _Opened:
             else:
                 if os.path.isdir(path):
                     raise CaptureError(f"{path}: is a directory, not a capture file")
-                raw = open(path, "rb")  # noqa: SIM115 - closed in __exit__
+                raw = open(path, "rb")
                 self.raw = raw
         except FileNotFoundError:
             raise CaptureError(f"{path}: no such file") from None
@@ -515,7 +515,7 @@ class _Opened:
             raise CaptureError(f"{path}: permission denied") from None
         except OSError as err:
             raise CaptureError(f"{path}: cannot open: {err.strerror or err}") from None
-        stream = io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw
+        stream = io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw  # type: ignore[type-var]
         head = stream.peek(2)[:2]
         compressed = head == b"\x1f\x8b"
         if compressed:

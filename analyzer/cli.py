@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -80,7 +80,7 @@ def _list_detectors(value: bool) -> None:
     raise typer.Exit(0)
 
 
-def _kinds(text: Optional[str]) -> Optional[list[str]]:
+def _kinds(text: str | None) -> list[str] | None:
     """--detectors: a comma-separated list of finding kinds, checked against the registry."""
     if not text:
         return None
@@ -99,8 +99,8 @@ def _worst(report: Report, threshold: str) -> bool:
     return detectors.worst(report.findings, threshold)
 
 
-def _write_outputs(report: Report, fmt: str, output: Optional[str], force: bool, limit: int, at_ns: Optional[int],
-                   conn_log: Optional[str], html: Optional[str]) -> None:
+def _write_outputs(report: Report, fmt: str, output: str | None, force: bool, limit: int, at_ns: int | None,
+                   conn_log: str | None, html: str | None) -> None:
     """What analyze and live write: the --format output (tables on the terminal), then conn.log and HTML."""
     beside = _beside(lambda: writers.write(report, "zeek", conn_log, force)) \
         if conn_log and conn_log not in ("-", output) and (fmt != "table" or html) else None
@@ -172,9 +172,9 @@ def _write_main(report: Report, fmt: str, output: str | None, force: bool, limit
 def analyze_cmd(
     captures: Annotated[list[str], typer.Argument(help="pcap / pcapng files (gzip is fine); '-' reads stdin", show_default=False)],
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json, jsonl, csv, parquet or zeek (a conn.log)")] = "table",
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="write the --format output here; '-' is stdout (the default)")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="write the --format output here; '-' is stdout (the default)")] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite output files that exist")] = False,
-    at: Annotated[Optional[str], typer.Option("--at", help="also show socket states at this instant: epoch seconds, +SECONDS from the first packet, or ISO 8601")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="also show socket states at this instant: epoch seconds, +SECONDS from the first packet, or ISO 8601")] = None,
     limit: Annotated[int, typer.Option("--limit", help="connections shown in the terminal table")] = 50,
     time_wait: Annotated[float, typer.Option("--time-wait", help="TIME_WAIT length in seconds (2 MSL; Linux: 60)")] = 60.0,
     fin_timeout: Annotated[float, typer.Option("--fin-timeout", help="FIN_WAIT_2 timeout in seconds (tcp_fin_timeout)")] = 60.0,
@@ -183,11 +183,11 @@ def analyze_cmd(
     batch_frames: Annotated[int, typer.Option("--batch-frames", help="frames decoded per batch (memory/speed trade-off)")] = DEFAULT_BATCH,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback on errors")] = False,
-    fail_on: Annotated[Optional[str], typer.Option("--fail-on", help="exit 1 when a finding at or above this severity exists: info, notice, warning or error")] = None,
-    kinds: Annotated[Optional[str], typer.Option("--detectors", help="run only these finding kinds (comma-separated; see --list-detectors)")] = None,
+    fail_on: Annotated[str | None, typer.Option("--fail-on", help="exit 1 when a finding at or above this severity exists: info, notice, warning or error")] = None,
+    kinds: Annotated[str | None, typer.Option("--detectors", help="run only these finding kinds (comma-separated; see --list-detectors)")] = None,
     ephemeral_ports: Annotated[int, typer.Option("--ephemeral-ports", help="size of the clients' ephemeral port range (Linux default 32768-60999: 28232)")] = 28232,
-    html: Annotated[Optional[str], typer.Option("--html", help="also write the HTML session timeline report here")] = None,
-    conn_log: Annotated[Optional[str], typer.Option("--conn-log", help="also write Zeek's conn.log (TSV) here")] = None,
+    html: Annotated[str | None, typer.Option("--html", help="also write the HTML session timeline report here")] = None,
+    conn_log: Annotated[str | None, typer.Option("--conn-log", help="also write Zeek's conn.log (TSV) here")] = None,
     list_detectors: Annotated[bool, typer.Option("--list-detectors", is_eager=True, callback=_list_detectors, help="list the finding kinds and exit")] = False,
 ) -> None:
     """Analyse captures: connections, both endpoints' states, findings, and the end-of-capture socket counts."""
@@ -244,26 +244,26 @@ def report_cmd(
 @app.command("live")
 def live_cmd(
     interface: Annotated[str, typer.Option("--interface", "-i", help="capture on this interface (`tcpa interfaces` lists them)", show_default=False)],
-    bpf: Annotated[Optional[str], typer.Option("--filter", "-f", help="capture filter (BPF syntax, as for tcpdump), e.g. 'tcp port 443'")] = None,
-    duration: Annotated[Optional[float], typer.Option("--duration", help="stop after this many seconds")] = None,
-    packets: Annotated[Optional[int], typer.Option("--packets", help="stop after this many packets")] = None,
-    write: Annotated[Optional[str], typer.Option("--write", "-w", help="keep the raw capture here: pcap as captured, or pcapng when the name ends in .pcapng (converted with editcap)")] = None,
+    bpf: Annotated[str | None, typer.Option("--filter", "-f", help="capture filter (BPF syntax, as for tcpdump), e.g. 'tcp port 443'")] = None,
+    duration: Annotated[float | None, typer.Option("--duration", help="stop after this many seconds")] = None,
+    packets: Annotated[int | None, typer.Option("--packets", help="stop after this many packets")] = None,
+    write: Annotated[str | None, typer.Option("--write", "-w", help="keep the raw capture here: pcap as captured, or pcapng when the name ends in .pcapng (converted with editcap)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json, jsonl, csv, parquet or zeek (a conn.log), as for analyze")] = "table",
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="write the --format output here; '-' is stdout (the default)")] = None,
-    html: Annotated[Optional[str], typer.Option("--html", help="also write the HTML session timeline report here")] = None,
-    conn_log: Annotated[Optional[str], typer.Option("--conn-log", help="also write Zeek's conn.log (TSV) here")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="write the --format output here; '-' is stdout (the default)")] = None,
+    html: Annotated[str | None, typer.Option("--html", help="also write the HTML session timeline report here")] = None,
+    conn_log: Annotated[str | None, typer.Option("--conn-log", help="also write Zeek's conn.log (TSV) here")] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite output files (and the -w file) that exist")] = False,
     limit: Annotated[int, typer.Option("--limit", help="connections shown in the final terminal table")] = 50,
     buffer: Annotated[int, typer.Option("--buffer", "-B", help="capture buffer in MiB (dumpcap -B); raise it if packets are dropped")] = 64,
-    snaplen: Annotated[Optional[int], typer.Option("--snaplen", "-s", help="bytes kept per packet (dumpcap -s; default: whole packets)")] = None,
+    snaplen: Annotated[int | None, typer.Option("--snaplen", "-s", help="bytes kept per packet (dumpcap -s; default: whole packets)")] = None,
     time_wait: Annotated[float, typer.Option("--time-wait", help="TIME_WAIT length in seconds (2 MSL; Linux: 60)")] = 60.0,
     fin_timeout: Annotated[float, typer.Option("--fin-timeout", help="FIN_WAIT_2 timeout in seconds (tcp_fin_timeout)")] = 60.0,
     idle_timeout: Annotated[float, typer.Option("--idle-timeout", help="seconds of silence after which a 4-tuple starts a new connection")] = 300.0,
     checksums: Annotated[bool, typer.Option("--checksums/--no-checksums", help="drop segments with bad checksums; off by default here, since a capturing host's own segments carry unfinished checksums (offload)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live view")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback on errors")] = False,
-    fail_on: Annotated[Optional[str], typer.Option("--fail-on", help="exit 1 when a finding at or above this severity exists: info, notice, warning or error")] = None,
-    kinds: Annotated[Optional[str], typer.Option("--detectors", help="run only these finding kinds (comma-separated; see analyze --list-detectors)")] = None,
+    fail_on: Annotated[str | None, typer.Option("--fail-on", help="exit 1 when a finding at or above this severity exists: info, notice, warning or error")] = None,
+    kinds: Annotated[str | None, typer.Option("--detectors", help="run only these finding kinds (comma-separated; see analyze --list-detectors)")] = None,
     ephemeral_ports: Annotated[int, typer.Option("--ephemeral-ports", help="size of the clients' ephemeral port range (Linux default 32768-60999: 28232)")] = 28232,
 ) -> None:
     """Capture on an interface (with dumpcap, from tshark) and analyse as it happens; Ctrl-C stops.

@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, fields
 
-from .native import entry, kernel
 import numpy as np
 import numpy.typing as npt
 
 from .model import FrameBatch, Notice
+from .native import entry, kernel
 from .segments import SACK_MAX, SegmentTable, format_addr
 
 # Link types we decode (LINKTYPE_* values from the tcpdump.org registry).

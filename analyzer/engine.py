@@ -16,17 +16,71 @@ is told apart from an ordinary one from the wire alone (RFC 9293 figures 7 and 1
 from __future__ import annotations
 
 import numpy as np
-from .native import entry, kernel
+import numpy.typing as npt
 
 from .layout import (
-    C_BAD_CSUM, C_BAD_OPTS, C_CONN, C_FIRST_FRAME, C_FIRST_NS, C_HS_ACK_FRAME, C_HS_ACK_NS, C_LAST_FRAME,
-    C_LAST_NS, C_ORIG_IS_A, C_SLOT, C_START, C_SYN_NS, C_SYNACK_NS, C_TERM_NS, C_TRUNCATED, C_TUNNEL, E_DATA_PKTS,
-    E_FIN_COUNT, E_FIN_FRAME, E_FIN_NS, E_FIN_SEQ, E_FIRST_NS, E_IP_BYTES, E_ISN, E_LAST_NS, E_MSS,
-    E_PEND_EV, E_PEND_FRAME, E_PEND_NS, E_PKTS, E_RST_FRAME, E_RST_NS, E_RST_STATE, E_SACK_PERM, E_SEQ_HI,
-    E_SEQ_REF, E_SEQ_START, E_STATE, E_STATE_NS, E_SYN_COUNT, E_SYN_FRAME, E_SYN_NS, E_TS_OK, E_WSCALE,
-    EP0, EP1, NONE, ROW, START_MIDSTREAM, START_SYN, START_SYNACK, T_CONN, T_ENDPOINT, T_EVENT, T_FRAME,
-    T_FROM, T_NS, T_ORDER, T_TO,
+    C_BAD_CSUM,
+    C_BAD_OPTS,
+    C_CONN,
+    C_FIRST_FRAME,
+    C_FIRST_NS,
+    C_HS_ACK_FRAME,
+    C_HS_ACK_NS,
+    C_LAST_FRAME,
+    C_LAST_NS,
+    C_ORIG_IS_A,
+    C_SLOT,
+    C_START,
+    C_SYN_NS,
+    C_SYNACK_NS,
+    C_TERM_NS,
+    C_TRUNCATED,
+    C_TUNNEL,
+    E_DATA_PKTS,
+    E_FIN_COUNT,
+    E_FIN_FRAME,
+    E_FIN_NS,
+    E_FIN_SEQ,
+    E_FIRST_NS,
+    E_IP_BYTES,
+    E_ISN,
+    E_LAST_NS,
+    E_MSS,
+    E_PEND_EV,
+    E_PEND_FRAME,
+    E_PEND_NS,
+    E_PKTS,
+    E_RST_FRAME,
+    E_RST_NS,
+    E_RST_STATE,
+    E_SACK_PERM,
+    E_SEQ_HI,
+    E_SEQ_REF,
+    E_SEQ_START,
+    E_STATE,
+    E_STATE_NS,
+    E_SYN_COUNT,
+    E_SYN_FRAME,
+    E_SYN_NS,
+    E_TS_OK,
+    E_WSCALE,
+    EP0,
+    EP1,
+    NONE,
+    ROW,
+    START_MIDSTREAM,
+    START_SYN,
+    START_SYNACK,
+    T_CONN,
+    T_ENDPOINT,
+    T_EVENT,
+    T_FRAME,
+    T_FROM,
+    T_NS,
+    T_ORDER,
+    T_TO,
 )
+from .native import entry, kernel
 from .seqspace import seq_diff, unwrap
 from .tcpstate import NO_CHANGE, Event, State
 from .zeekconn import zeek_attempt_over, zeek_close_time, zeek_packet, zeek_start
@@ -207,10 +261,8 @@ def count(st, s, snd, i, flags, seq, payload_len, ip_len, ns, frame, mss, wscale
     end = pos + payload_len[i]
     if payload_len[i] > 0:  # only data extends the byte count: a bare ACK after a FIN sits one past it
         st[s, b + E_DATA_PKTS] += 1
-        if end > st[s, b + E_SEQ_HI]:
-            st[s, b + E_SEQ_HI] = end
-    if end > st[s, b + E_SEQ_REF]:
-        st[s, b + E_SEQ_REF] = end
+        st[s, b + E_SEQ_HI] = max(st[s, b + E_SEQ_HI], end)
+    st[s, b + E_SEQ_REF] = max(st[s, b + E_SEQ_REF], end)
     if pos < st[s, b + E_SEQ_START] and (flags & SYN) == 0 and pos > st[s, b + E_SEQ_START] - (1 << 30):
         st[s, b + E_SEQ_START] = pos  # data from before the first segment we saw (capture began mid-flight)
 
@@ -394,7 +446,7 @@ def drain(slots, now, st, hist, params, table, g, tr, done, done_hist) -> int:  
 
 
 @entry("i8[:, ::1]", returns="i8[::1]")
-def close_times(st):  # type: ignore[no-untyped-def]
+def close_times(st) -> npt.NDArray[np.int64]:  # type: ignore[no-untyped-def]
     """Per slot, when its connection ended in Zeek's sense (NONE: still going, or no connection)."""
     out = np.full(st.shape[0], NONE, dtype=np.int64)
     for s in range(st.shape[0]):

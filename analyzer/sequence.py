@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+
 from .native import entry, kernel
 
 # Finding kinds, by code (index into KINDS).
@@ -95,7 +96,7 @@ def _emit(ev, n, frame, conn, d, kind, value, ref, ln, sq, now) -> int:  # type:
 
 @entry("i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], "
        "i8[:, ::1], i8[:, ::1], b1", returns="i8")
-def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st, ev, rtt):  # type: ignore[no-untyped-def]
+def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st, ev, rtt) -> int:  # type: ignore[no-untyped-def]
     """Analyse one batch; events go to ev (sized by the caller: MAX_EVENTS_PER_SEGMENT per segment).
 
     rtt: also emit an ack_rtt event for every ACK that acknowledges a recent segment exactly.

@@ -10,14 +10,43 @@ with a SYN+ACK from a non-server port waits for Zeek's late role flip.
 from __future__ import annotations
 
 import numpy as np
-from .native import kernel
 
 from .layout import (
-    C_HIST_LEN, C_ZFLIP, C_ZHIST_SEEN, C_ZLAST_NS, E_FIN_NS, E_FIRST_NS, E_RST_NS, E_SYN_NS, E_ZACK_HI, E_ZC_CNT, E_ZC_NEXT,
-    E_ZLAST_FIN, E_ZLAST_RST, E_ZLAST_SEQ, E_ZLAST_SYN, E_ZPREV, E_ZSTART_SEQ, E_ZSTATE, E_ZT_CNT, E_ZT_NEXT,
-    E_ZW_CNT, E_ZW_NEXT, EP0, EP1, HIST_MAX, NONE, Z_CLOSED, Z_ESTABLISHED, Z_INACTIVE, Z_PARTIAL, Z_RESET,
-    Z_SYN_ACK_SENT, Z_SYN_SENT,
+    C_HIST_LEN,
+    C_ZFLIP,
+    C_ZHIST_SEEN,
+    C_ZLAST_NS,
+    E_FIN_NS,
+    E_FIRST_NS,
+    E_RST_NS,
+    E_SYN_NS,
+    E_ZACK_HI,
+    E_ZC_CNT,
+    E_ZC_NEXT,
+    E_ZLAST_FIN,
+    E_ZLAST_RST,
+    E_ZLAST_SEQ,
+    E_ZLAST_SYN,
+    E_ZPREV,
+    E_ZSTART_SEQ,
+    E_ZSTATE,
+    E_ZT_CNT,
+    E_ZT_NEXT,
+    E_ZW_CNT,
+    E_ZW_NEXT,
+    EP0,
+    EP1,
+    HIST_MAX,
+    NONE,
+    Z_CLOSED,
+    Z_ESTABLISHED,
+    Z_INACTIVE,
+    Z_PARTIAL,
+    Z_RESET,
+    Z_SYN_ACK_SENT,
+    Z_SYN_SENT,
 )
+from .native import kernel
 from .seqspace import unwrap
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
@@ -162,9 +191,8 @@ def update_states(st, s, be, bp, is_orig, flags, plen) -> None:  # type: ignore[
                 set_z(st, s, bp, Z_CLOSED)  # a FIN then RST from the peer was a normal close after all
         if rst:
             set_z(st, s, be, Z_RESET)
-    elif zs == Z_CLOSED:
-        if rst and zp != Z_CLOSED:
-            set_z(st, s, be, Z_RESET)
+    elif zs == Z_CLOSED and rst and zp != Z_CLOSED:
+        set_z(st, s, be, Z_RESET)
 
 
 @kernel(inline=True)

@@ -182,7 +182,6 @@ def render(rows: np.ndarray, snap: int, out: np.ndarray) -> int:
             out[rec + 4 * k + 3] = (v >> 24) & 0xFF
         p = rec + 16
         full = np.zeros(wire, np.uint8)  # build the whole frame, then copy the captured part
-        f = 0
         full[0:6] = 2
         full[5] = 0xB
         full[6:12] = 2

@@ -189,9 +189,9 @@ def expect(c: Conn, **fields: Any) -> dict[str, Any]:
     return {"orig": ep(c.c.addr, c.c.port), "resp": ep(c.s.addr, c.s.port), **fields}
 
 
-FOUR_WAY = dict(conn_state="SF", close="four_way", active_closer="orig", reset_by=None,
-                orig_states=["CLOSED", "SYN_SENT", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"],
-                resp_states=["CLOSED", "SYN_RCVD", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"])
+FOUR_WAY = {"conn_state": "SF", "close": "four_way", "active_closer": "orig", "reset_by": None,
+            "orig_states": ["CLOSED", "SYN_SENT", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"],
+            "resp_states": ["CLOSED", "SYN_RCVD", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]}
 
 
 def normal_close() -> tuple[Conn, dict[str, Any]]:
@@ -322,9 +322,9 @@ def port_reuse() -> tuple[list[Conn], list[dict[str, Any]]]:
     b = conn(cport=44000, cisn=900_000, sisn=700_000).handshake(T0 + 2 * S).exchange(T0 + 2 * S + 20 * MS)
     t = T0 + 2 * S + 100 * MS
     b.seg(t, "c", FIN | ACK).seg(t + 5 * MS, "s", FIN | ACK).seg(t + 10 * MS, "c", ACK)
-    e = dict(conn_state="SF", history="ShADadFf", close="three_packet", active_closer="orig",
-             orig_states=["CLOSED", "SYN_SENT", "ESTABLISHED", "FIN_WAIT_1", "TIME_WAIT"],
-             resp_states=["CLOSED", "SYN_RCVD", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"])
+    e = {"conn_state": "SF", "history": "ShADadFf", "close": "three_packet", "active_closer": "orig",
+         "orig_states": ["CLOSED", "SYN_SENT", "ESTABLISHED", "FIN_WAIT_1", "TIME_WAIT"],
+         "resp_states": ["CLOSED", "SYN_RCVD", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]}
     return [a, b], [expect(a, **e), expect(b, **e)]
 
 
@@ -528,8 +528,8 @@ def last_ack() -> list[Conn]:
 DETECTOR_SCENARIOS: list[tuple[str, str, Callable[[], list[Conn]]]] = [
     ("syn_retransmit_3s", "a SYN lost twice by an old stack: retries after 3 s and 6 s, then answered", syn_retransmit_3s),
     ("rst_no_half_close", "an RST in the middle of an open connection, with no FIN before it", rst_no_half_close),
-    ("nat_timestamps", "two hosts behind one NAT address, 1000 Hz and 250 Hz timestamp clocks; the server drops "
-     "the SYNs whose TSval went backwards (tcp_tw_recycle)", nat_timestamps),
+    ("nat_timestamps", ("two hosts behind one NAT address, 1000 Hz and 250 Hz timestamp clocks; the server drops "
+                        "the SYNs whose TSval went backwards (tcp_tw_recycle)"), nat_timestamps),
     ("monotonic_timestamps", "one client, one timestamp clock, TSval rising across connections", monotonic_timestamps),
     ("port_churn", "6000 short connections in 10 s from one client to one server port", port_churn),
     ("syn_flood", "150 sources send one SYN each to port 443; none completes the handshake", syn_flood),

@@ -132,7 +132,7 @@ def test_every_command_and_option_has_help_and_is_in_the_readme() -> None:
     readme = README.read_text()
     code, out, _ = tcpa("--help")
     assert code == 0
-    commands = re.findall(r"^│ (\w+)\s", out, flags=re.M) or ["analyze"]
+    commands = re.findall(r"^│ (\w+)\s", out, flags=re.MULTILINE) or ["analyze"]
     for command in commands:
         code, text, _ = tcpa(command, "--help")
         assert code == 0

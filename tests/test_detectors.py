@@ -5,7 +5,7 @@ Synthetic captures come from scripts/make_scenarios.py, real-kernel ones (lab_*)
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -56,7 +56,7 @@ HEALTHY = ["normal_close", "three_packet_fin", "lab_normal_close", "lab_three_pa
            "seq_wraparound", "monotonic_timestamps", "simultaneous_close"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def report(name: str) -> Report:
     path = next(PCAPS.glob(f"{name}.pcap*"))
     return analyze(path)

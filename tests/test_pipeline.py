@@ -44,8 +44,7 @@ def test_a_producer_error_is_raised_in_the_consumer_after_the_items_before_it() 
 
     got = []
     with pytest.raises(ValueError, match="bad record"):
-        for x in prefetched(items()):
-            got.append(x)
+        got.extend(prefetched(items()))
     assert got == [1, 2]
 
 
