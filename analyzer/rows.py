@@ -51,6 +51,13 @@ class Packed:
     def __len__(self) -> int:
         return self.rows
 
+    def column(self, j: int) -> npt.NDArray[np.int64]:
+        """Column j alone, as int64."""
+        at = self.rows * sum(t.itemsize for t in self.types[:j])
+        t = self.types[j]
+        out: npt.NDArray[np.int64] = self.buf[at:at + self.rows * t.itemsize].view(t).astype(np.int64) + self.base[j]
+        return out
+
     def unpack(self, out: npt.NDArray[Any] | None = None) -> npt.NDArray[Any]:
         """The chunk's rows (into `out`, if given)."""
         if out is None:
@@ -109,13 +116,19 @@ class Rows:
         return out
 
     def drop(self, col: int, low: int, conns: npt.NDArray[np.int64]) -> None:
-        """Drop the rows whose column `col` holds one of `conns` (all >= low)."""
-        parts = [p.unpack() if isinstance(p, Packed) else p for p in self._parts()]
-        if not any(len(p) and int(p[:, col].max()) >= low for p in parts):
+        """Drop the rows whose column `col` holds one of `conns` (all >= low). The chunks before the first that
+        can hold one stay as they are; only the rest are unpacked and collected again."""
+        parts = self._parts()
+        tops = [int((p.column(col) if isinstance(p, Packed) else p[:, col]).max()) if len(p) else low - 1
+                for p in parts]
+        first = next((i for i, top in enumerate(tops) if top >= low), len(parts))
+        if first == len(parts):
             return
-        self.chunks, self.fill = [], 0
-        for part in parts:
-            self.append(part[~np.isin(part[:, col], conns)])
+        self.chunks = parts[:first]  # full chunks
+        self.fill = len(self.chunks[-1]) if self.chunks else 0
+        for part in parts[first:]:
+            rows = part.unpack() if isinstance(part, Packed) else part
+            self.append(rows[~np.isin(rows[:, col], conns)])
 
     def stack(self) -> npt.NDArray[Any]:
         """All rows as one array. The chunks are let go as they are unpacked (the Rows is emptied), so the rows

@@ -107,3 +107,15 @@ def test_packed_rows_come_back_exactly(monkeypatch: pytest.MonkeyPatch, dtype: t
         assert packed[0].buf.nbytes < data[:1000].nbytes  # it is smaller
     got = rows.stack()
     assert got.dtype == data.dtype and np.array_equal(got, data)
+
+
+def test_dropping_rows_leaves_the_chunks_before_them_packed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rows_module, "CHUNK_BYTES", 4 * 2 * 8)  # four rows of two int64 per chunk
+    rows = rows_module.Rows(2, np.int64)
+    data = np.stack([np.arange(14), np.arange(14) * 1000], axis=1).astype(np.int64)  # column 0: connection ids
+    rows.append(data)
+    early = rows.chunks[:2]
+    assert all(isinstance(c, rows_module.Packed) for c in early)
+    rows.drop(0, 9, np.array([9, 12]))
+    assert all(a is b for a, b in zip(rows.chunks[:2], early))  # ids below 9 only: left packed
+    assert np.array_equal(rows.stack(), data[~np.isin(data[:, 0], [9, 12])])
