@@ -18,7 +18,7 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import BinaryIO
 
@@ -208,7 +208,7 @@ class Capture:
         self.stream = stream
         self.facts = CaptureFacts(source=source, compressed=compressed)
         self.batch_frames = max(1, batch_frames)
-        self.buf = b""
+        self.buf: bytes | memoryview = b""
         self.pos = 0
         self.eof = False
         self.frame = 0
@@ -218,6 +218,8 @@ class Capture:
         self._stream_error = ""
         self._trail = np.array([0, -1], np.int64)
         self._future_ns = time.time_ns() + FUTURE_SLACK_NS
+        # a plain file is read straight into the buffer (_fill_direct)
+        self._readinto: Callable[[memoryview], int] | None = None if compressed else getattr(stream, "readinto", None)
 
     # --- buffer ------------------------------------------------------------------------------------------
     def _fill(self, need: int) -> bool:
@@ -225,6 +227,8 @@ class Capture:
         have = len(self.buf) - self.pos
         if have >= need or self.eof:
             return have >= need
+        if self._readinto is not None:
+            return self._fill_direct(self._readinto, need, have)
         parts = [self.buf[self.pos:]]
         while have < need:
             chunk = self._read(need, have)
@@ -237,6 +241,25 @@ class Capture:
             have += len(chunk)
         self.buf = b"".join(parts)
         self.pos = 0
+        return have >= need
+
+    def _fill_direct(self, readinto: Callable[[memoryview], int], need: int, have: int) -> bool:
+        """_fill for a plain file: read straight into a new buffer behind what is left of the old one (no
+        chunks joined: one copy fewer of every byte)."""
+        buf = np.empty(have + max(CHUNK, need - have), np.uint8)
+        buf[:have] = np.frombuffer(self.buf, np.uint8, count=have, offset=self.pos)
+        view = buf.data
+        while have < need:
+            try:
+                got = readinto(view[have:])
+            except OSError as err:
+                self._stream_error = str(err) or type(err).__name__  # reported with the frame it cut
+                got = 0
+            if not got:
+                self.eof = True
+                break
+            have += got
+        self.buf, self.pos = view[:have], 0
         return have >= need
 
     def _read(self, need: int, have: int) -> bytes | None:
@@ -280,7 +303,7 @@ class Capture:
         if not self._fill(4):
             if self._stream_error:
                 raise CaptureError(f"{self.facts.source}: unreadable compressed stream ({self._stream_error})")
-            raise CaptureError(f"{self.facts.source}: empty file" if not self.buf
+            raise CaptureError(f"{self.facts.source}: empty file" if not len(self.buf)
                                else f"{self.facts.source}: too short to be a capture")
         magic_le = struct.unpack_from("<I", self.buf, self.pos)[0]
         magic_be = struct.unpack_from(">I", self.buf, self.pos)[0]

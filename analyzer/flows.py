@@ -1,68 +1,83 @@
 """The flow table: every segment's 4-tuple mapped to a slot of the engine's state matrix.
 
 A 4-tuple is stored in canonical order, lower (address, port) first, so both directions share one slot; the
-segment's direction is kept as `a_is_src`. Per batch the work is vectorized: a 64-bit hash of each key, one
-`np.unique` over the hashes, and one dict lookup per distinct 4-tuple (not per packet). Slots are recycled
-when the engine retires a connection, so the table follows live connections, not the capture's length.
+segment's direction is kept as `a_is_src`. Per batch, one compiled pass (`batch_keys`) builds the keys and
+finds the distinct ones with an open-addressing hash table, and then one dict lookup per distinct 4-tuple
+(not per packet) gives its slot. Slots are recycled when the engine retires a connection, so the table
+follows live connections, not the capture's length.
 """
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import numpy as np
 import numpy.typing as npt
 
+from .native import entry
 from .segments import SegmentTable
 
 KEY_WIDTH = 5  # a_hi, a_lo, b_hi, b_lo, a_port << 16 | b_port
-
-_M1, _M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
-
-
-def canonical_keys(seg: SegmentTable) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
-    """Each segment's canonical 4-tuple key (n, 5) and 1 where its source is the key's first endpoint."""
-    src_first = (seg.src_hi < seg.dst_hi) | (
-        (seg.src_hi == seg.dst_hi)
-        & ((seg.src_lo < seg.dst_lo) | ((seg.src_lo == seg.dst_lo) & (seg.sport <= seg.dport))))
-    keys = np.empty((len(seg), KEY_WIDTH), dtype=np.uint64)
-    keys[:, 0] = np.where(src_first, seg.src_hi, seg.dst_hi)
-    keys[:, 1] = np.where(src_first, seg.src_lo, seg.dst_lo)
-    keys[:, 2] = np.where(src_first, seg.dst_hi, seg.src_hi)
-    keys[:, 3] = np.where(src_first, seg.dst_lo, seg.src_lo)
-    sport, dport = seg.sport.astype(np.uint64), seg.dport.astype(np.uint64)
-    keys[:, 4] = np.where(src_first, (sport << np.uint64(16)) | dport, (dport << np.uint64(16)) | sport)
-    return keys, src_first.astype(np.int64)
+U64: TypeAlias = npt.NDArray[np.uint64]
+I64: TypeAlias = npt.NDArray[np.int64]
 
 
-def _hash(keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """A 64-bit mix of each key row (splitmix-style); collisions are detected, not assumed away."""
-    h = np.zeros(len(keys), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for col in range(KEY_WIDTH):
-            h = (h ^ keys[:, col]) * _M1
+@entry("u8[::1], u8[::1], u8[::1], u8[::1], u2[::1], u2[::1], u8[:, ::1], i8[::1], i8[::1], i8[::1], i8[::1]",
+       returns="i8")
+def batch_keys(src_hi: U64, src_lo: U64, dst_hi: U64, dst_lo: U64, sport: npt.NDArray[np.uint16],
+               dport: npt.NDArray[np.uint16], keys: U64, a_is_src: I64, first: I64, inverse: I64, table: I64) -> int:
+    """Each segment's canonical 4-tuple key (into keys, n x 5) and 1 in a_is_src where its source is the key's
+    first endpoint; the distinct keys in order of first appearance (their first rows into `first`) and each
+    row's index among them (`inverse`). `table` is scratch: a power of two of at least twice n entries, all
+    -1. Returns the number of distinct keys. Keys are compared whole, so hash collisions cost only a probe."""
+    mask = len(table) - 1
+    m1, m2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
+    distinct = 0
+    for i in range(len(src_hi)):
+        sh, sl, dh, dl = src_hi[i], src_lo[i], dst_hi[i], dst_lo[i]
+        sp, dp = np.uint64(sport[i]), np.uint64(dport[i])
+        src_first = sh < dh or (sh == dh and (sl < dl or (sl == dl and sp <= dp)))
+        if src_first:
+            k0, k1, k2, k3, k4 = sh, sl, dh, dl, (sp << np.uint64(16)) | dp
+        else:
+            k0, k1, k2, k3, k4 = dh, dl, sh, sl, (dp << np.uint64(16)) | sp
+        keys[i, 0], keys[i, 1], keys[i, 2], keys[i, 3], keys[i, 4] = k0, k1, k2, k3, k4
+        a_is_src[i] = 1 if src_first else 0
+        h = np.uint64(0)
+        for k in (k0, k1, k2, k3, k4):
+            h = (h ^ k) * m1
             h ^= h >> np.uint64(29)
-            h *= _M2
-    return h
+            h *= m2
+        at = np.int64(h & np.uint64(mask))
+        while True:
+            d = table[at]
+            if d < 0:
+                table[at] = distinct
+                first[distinct] = i
+                inverse[i] = distinct
+                distinct += 1
+                break
+            j = first[d]
+            if keys[j, 0] == k0 and keys[j, 1] == k1 and keys[j, 2] == k2 and keys[j, 3] == k3 and keys[j, 4] == k4:
+                inverse[i] = d
+                break
+            at = (at + 1) & mask
+    return distinct
 
 
-def unique_rows(keys: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """Index of the first row of each distinct key, and each row's position in that list."""
-    _, first, inverse = np.unique(_hash(keys), return_index=True, return_inverse=True)
-    if not np.array_equal(keys, keys[first][inverse]):  # a hash collision: fall back to exact keys
-        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
-
-
-Keyed = tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.intp], npt.NDArray[np.intp]]
+Keyed = tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
 
 
 def keyed(seg: SegmentTable) -> Keyed:
     """The table-independent part of FlowTable.assign (canonical keys, direction, distinct keys), which the
     decoding thread computes ahead of the tracker."""
-    keys, a_is_src = canonical_keys(seg)
-    if len(seg) == 0:
-        return keys, a_is_src, np.zeros(0, np.intp), np.zeros(0, np.intp)
-    first, inverse = unique_rows(keys)
-    return keys, a_is_src, first, inverse
+    n = len(seg)
+    keys, a_is_src = np.empty((n, KEY_WIDTH), np.uint64), np.empty(n, np.int64)
+    first, inverse = np.empty(n, np.int64), np.empty(n, np.int64)
+    table = np.full(1 << max(4, (2 * n - 1).bit_length()), -1, np.int64)
+    distinct = batch_keys(seg.src_hi, seg.src_lo, seg.dst_hi, seg.dst_lo, seg.sport, seg.dport, keys, a_is_src,
+                          first, inverse, table)
+    return keys, a_is_src, first[:distinct], inverse
 
 
 class FlowTable:
