@@ -72,7 +72,7 @@ def _decoded(paths: list[str | os.PathLike[str]], decoder: Decoder, batch_frames
 T = TypeVar("T")
 
 
-def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+def prefetched(items: Iterator[T], depth: int = 1) -> Iterator[T]:
     """`items`, produced by a second thread up to `depth` ahead.
 
     Reading and decoding (compiled, without the GIL) then run on one core while the tracker runs on the other;
