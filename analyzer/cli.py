@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from . import heap, writers
+from . import forks, heap, writers
 from .model import CaptureError
 from .options import FORMATS, SEVERITIES, Settings
 from .pipeline import DEFAULT_BATCH, analyze
@@ -99,11 +99,19 @@ def _worst(report: Report, threshold: str) -> bool:
     return detectors.worst(report.findings, threshold)
 
 
+def _conn_log_beside(fmt: str, output: str | None, conn_log: str | None, html: str | None) -> bool:
+    """Whether conn.log is written by a forked child while this process writes the rest."""
+    return bool(conn_log) and conn_log not in ("-", output) and (fmt != "table" or bool(html))
+
+
 def _write_outputs(report: Report, fmt: str, output: str | None, force: bool, limit: int, at_ns: int | None,
-                   conn_log: str | None, html: str | None) -> None:
-    """What analyze and live write: the --format output (tables on the terminal), then conn.log and HTML."""
-    beside = _beside(lambda: writers.write(report, "zeek", conn_log, force)) \
-        if conn_log and conn_log not in ("-", output) and (fmt != "table" or html) else None
+                   conn_log: str | None, html: str | None, beside: int | None = None) -> None:
+    """What analyze and live write: the --format output (tables on the terminal), then conn.log and HTML.
+
+    `beside`: the pid of a child already writing conn.log (see analyze_cmd), else it is done here.
+    """
+    if beside is None and conn_log and _conn_log_beside(fmt, output, conn_log, html):
+        beside = _beside(lambda: writers.write(report, "zeek", conn_log, force))
     try:
         _write_main(report, fmt, output, force, limit, at_ns, html)
     except BaseException:
@@ -111,48 +119,22 @@ def _write_outputs(report: Report, fmt: str, output: str | None, force: bool, li
             os.waitpid(beside, 0)  # this process's own error is the one reported
         raise
     if beside is not None:
-        _joined(beside)
+        forks.join(beside)
     elif conn_log:
         writers.write(report, "zeek", conn_log, force)
 
 
 def _beside(work: Callable[[], None]) -> int | None:
-    """Run `work` in a forked child, on the other core, while this process writes its own outputs; the
-    child's pid, or None where forking is not safe (other threads running, no fork) and the caller does it.
-
-    The child shares the report copy-on-write. A failure there is reported by the child, in the one-line
-    form, and becomes this process's exit status in _joined.
-    """
+    """Run `work` in a forked child, on the other core, while this process goes on (forks.spawn); the child's
+    pid, or None where forking is not safe and the caller does the work itself."""
     if _preloading is not None:
         _preloading.join()  # done by now on any real capture; the fork must not copy a half-held import lock
-    if not hasattr(os, "fork") or threading.active_count() > 1:
-        return None
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 0
-    try:
-        work()
-    except BaseException as exc:  # noqa: BLE001 - reported here, in the child, as fail() would
-        code = 130 if isinstance(exc, KeyboardInterrupt) else 2
-        if code == 2:
-            sys.stderr.write(f"tcpa: error: {_one_line(exc)}\n")
-    finally:
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def _joined(pid: int) -> None:
-    """Wait for a _beside child; its failure is this command's (exit 2, its message already printed)."""
-    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    if code:
-        raise typer.Exit(code if code > 0 else 128 - code)  # killed by a signal: as a shell reports it
+    return forks.spawn(work)
 
 
 def _write_main(report: Report, fmt: str, output: str | None, force: bool, limit: int, at_ns: int | None,
                 html: str | None) -> None:
+    """The --format output (the JSON writer may hand half of its rows to a forked child), then HTML."""
     if fmt == "table":
         from .terminal import render
         if output and output != "-":
@@ -162,7 +144,7 @@ def _write_main(report: Report, fmt: str, output: str | None, force: bool, limit
             render(report, Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200),
                    limit, at_ns)
     else:
-        writers.write(report, fmt, output or "-", force)
+        writers.write(report, fmt, output or "-", force, spawn=_beside)
     if html:
         from .html import write_html
         write_html(report, html, force)
@@ -205,13 +187,26 @@ def analyze_cmd(
                 raise writers.OutputExists(f"{extra}: exists; use --force to overwrite it")
         params = Params(time_wait=time_wait, fin_timeout=fin_timeout, idle_timeout=idle_timeout, checksums=checksums)
         settings = Settings(time_wait=time_wait, ephemeral_ports=ephemeral_ports)
-        report = _run(captures, params, batch_frames, quiet, settings=settings, only=_kinds(kinds),
-                      keep_segments=html is not None)
-        at_ns = parse_instant(at, report.capture.first_ns) if at else None
-        _write_outputs(report, fmt, output, force, limit, at_ns, conn_log, html)
+        beside: list[int] = []  # the conn.log writer, forked as soon as the tables are built
+
+        def tables_ready(built: Report) -> None:
+            # conn.log needs no findings: it is written on the other core while the detectors run
+            if conn_log and _conn_log_beside(fmt, output, conn_log, html):
+                pid = _beside(lambda: writers.write(built, "zeek", conn_log, force))
+                beside.extend([pid] if pid is not None else [])
+
+        try:
+            report = _run(captures, params, batch_frames, quiet, settings=settings, only=_kinds(kinds),
+                          keep_segments=html is not None, tables_ready=tables_ready)
+            at_ns = parse_instant(at, report.capture.first_ns) if at else None
+        except BaseException:
+            for pid in beside:
+                os.waitpid(pid, 0)  # this process's own error is the one reported
+            raise
+        _write_outputs(report, fmt, output, force, limit, at_ns, conn_log, html, beside[0] if beside else None)
     except CaptureError as exc:
         fail(exc, debug)
-    except (OSError, ValueError, MemoryError) as exc:
+    except (OSError, ValueError, MemoryError, forks.ChildFailed) as exc:
         fail(exc, debug)
     if fail_on is not None and _worst(report, fail_on):
         raise typer.Exit(1)
@@ -237,7 +232,7 @@ def report_cmd(
                   markup=False)
     except CaptureError as exc:
         fail(exc, debug)
-    except (OSError, ValueError, MemoryError) as exc:
+    except (OSError, ValueError, MemoryError, forks.ChildFailed) as exc:
         fail(exc, debug)
 
 
@@ -304,7 +299,7 @@ def live_cmd(
             err.print(f"tcpa: raw capture written to {result.saved}", markup=False)
     except CaptureError as exc:
         fail(exc, debug)
-    except (OSError, ValueError, MemoryError) as exc:
+    except (OSError, ValueError, MemoryError, forks.ChildFailed) as exc:
         fail(exc, debug)
     if failure:
         fail(CaptureError(failure + " (what was captured before is analysed above)"), debug)
@@ -328,17 +323,15 @@ def interfaces_cmd(
 
 def fail(exc: BaseException, debug: bool) -> None:
     """One clear line on stderr and exit code 2; the traceback only with --debug."""
+    if isinstance(exc, forks.ChildFailed):  # the child has said what went wrong
+        raise typer.Exit(exc.code)
     if isinstance(exc, BrokenPipeError):  # the reader of stdout went away (`| head`): end as a SIGPIPE'd tool
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(128 + 13)
     if debug:
         err.print_exception()
-    sys.stderr.write(f"tcpa: error: {_one_line(exc)}\n")
+    sys.stderr.write(f"tcpa: error: {forks.one_line(exc)}\n")
     raise typer.Exit(2)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 _preloading: threading.Thread | None = None

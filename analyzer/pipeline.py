@@ -36,11 +36,12 @@ Progress = Callable[[int], None]
 def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *, params: Params | None = None,
             batch_frames: int = DEFAULT_BATCH, progress: Progress | None = None,
             keep_segments: bool = False, detect: bool = True, settings: Settings | None = None,
-            only: Iterable[str] | None = None) -> Report:
+            only: Iterable[str] | None = None, tables_ready: Callable[[Report], None] | None = None) -> Report:
     """Analyse one capture (or several, read in order as one) and return the Report.
 
     keep_segments also keeps every segment (Report.packets), which the HTML report draws; memory then grows
-    with the capture's length.
+    with the capture's length. tables_ready sees the Report once its tables are built, before the detectors
+    run.
     """
     paths = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     analysis = Analysis(params, keep_segments=keep_segments)
@@ -54,7 +55,7 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
         if progress:
             progress(size)
     assert facts is not None
-    return analysis.finish(facts, detect=detect, settings=settings, only=only)
+    return analysis.finish(facts, detect=detect, settings=settings, only=only, tables_ready=tables_ready)
 
 
 def _decoded(paths: list[str | os.PathLike[str]], decoder: Decoder, batch_frames: int
@@ -142,8 +143,9 @@ class Analysis:
         return len(seg)
 
     def finish(self, facts: CaptureFacts, *, detect: bool = True, settings: Settings | None = None,
-               only: Iterable[str] | None = None) -> Report:
-        """End of capture: the Report (with findings unless detect=False). Call once."""
+               only: Iterable[str] | None = None, tables_ready: Callable[[Report], None] | None = None) -> Report:
+        """End of capture: the Report (with findings unless detect=False). Call once. tables_ready: as in
+        analyze()."""
         assert not self.finished, "Analysis.finish() called twice"
         self.finished = True
         _check_linktypes(facts)
@@ -154,6 +156,8 @@ class Analysis:
         heap.trim()  # each phase frees most of what it allocated: see heap.trim()
         report = build_report(facts, self.tracker, self.decoder.tunnels, self.decoder.skipped, self.segments)
         heap.trim()
+        if tables_ready is not None:
+            tables_ready(report)
         if detect:
             from . import detectors
 

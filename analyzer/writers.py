@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
+from . import forks
 from .model import SCHEMA_VERSION, CaptureError
 
 if TYPE_CHECKING:  # pandas is imported by the report's modules, not to write files (see options.py)
@@ -114,31 +115,83 @@ def capture_facts(report: Report) -> dict[str, Any]:
 CHUNK_ROWS = 4096  # rows turned into Python objects at a time while writing
 
 
-def _lines(frame: pd.DataFrame) -> Iterator[bytes]:
-    """Each row of a table as one line of compact JSON, a few thousand rows at a time (bounded memory)."""
+Spawn = Callable[[Callable[[], None]], "int | None"]  # work run in a forked child: its pid, or None (forks.spawn)
+HALVES_MIN_ROWS = 4 * CHUNK_ROWS  # below this a second process costs more than it saves
+
+
+def _blocks(frame: pd.DataFrame, sep: bytes = b",\n") -> Iterator[bytes]:
+    """The table's rows as compact JSON objects joined by `sep`, a few thousand rows per block (bounded
+    memory)."""
     for start in range(0, len(frame), CHUNK_ROWS):
-        yield from map(dumps, records(frame.iloc[start:start + CHUNK_ROWS]))
+        yield sep.join(map(dumps, records(frame.iloc[start:start + CHUNK_ROWS])))
 
 
-def to_json(report: Report, fh: IO[bytes]) -> None:
+def _rows(frame: pd.DataFrame, spawn: Spawn | None) -> Iterator[bytes]:
+    """The pieces of the table's rows in JSON, one object per line, ",\n" between them.
+
+    With `spawn`, a forked child serialises the second half of a large table into an anonymous in-memory
+    file while this process does the first half, which is then followed by the child's bytes: the same
+    output in about half the time, on two cores.
+    """
+    half = len(frame) // 2
+    if spawn is None or half < HALVES_MIN_ROWS // 2 or not hasattr(os, "memfd_create"):
+        yield from _separated(_blocks(frame))
+        return
+    spool = os.memfd_create("tcpa-json-rows")
+    try:
+        def second_half() -> None:
+            with open(spool, "wb", closefd=False) as out:
+                for block in _blocks(frame.iloc[half:]):
+                    out.write(b",\n")
+                    out.write(block)
+
+        pid = spawn(second_half)
+        if pid is None:
+            yield from _separated(_blocks(frame))
+            return
+        try:
+            yield from _separated(_blocks(frame.iloc[:half]))
+        except BaseException:
+            os.waitpid(pid, 0)
+            raise
+        forks.join(pid)
+        os.lseek(spool, 0, os.SEEK_SET)
+        while piece := os.read(spool, 8 << 20):
+            yield piece
+    finally:
+        os.close(spool)
+
+
+def _separated(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    for i, block in enumerate(blocks):
+        if i:
+            yield b",\n"
+        yield block
+
+
+def to_json(report: Report, fh: IO[bytes], spawn: Spawn | None = None) -> None:
     """One JSON object: schema, capture, connections, findings and the end-of-capture state counts.
 
     Written as it goes, one table row per line, so a large capture's report never sits in memory whole.
+    `spawn` lets a forked child serialise half of the connection rows (see _rows).
     """
     fh.write(b'{\n"schema": ' + dumps(SCHEMA_VERSION) + b',\n"capture": ' + dumps(capture_facts(report), True))
     for name, frame in (("connections", report.connections), ("findings", report.findings),
                         ("states_at_end", report.states_at())):
         fh.write(b',\n"' + name.encode() + b'": [')
-        for i, line in enumerate(_lines(frame)):
-            fh.write(b"\n" + line if i == 0 else b",\n" + line)
+        if len(frame):
+            fh.write(b"\n")
+            for piece in _rows(frame, spawn if name == "connections" else None):
+                fh.write(piece)
         fh.write(b"\n]" if len(frame) else b"]")
     fh.write(b"\n}\n")
 
 
 def to_jsonl(report: Report, fh: IO[bytes]) -> None:
     """One connection per line."""
-    for line in _lines(report.connections):
-        fh.write(line + b"\n")
+    for block in _blocks(report.connections, b"\n"):
+        fh.write(block)
+        fh.write(b"\n")
 
 
 def to_csv(report: Report, fh: IO[str]) -> None:
@@ -216,11 +269,15 @@ BINARY_WRITERS: dict[str, Callable[[Report, IO[bytes]], None]] = {
 }
 
 
-def write(report: Report, fmt: str, path: str, force: bool) -> None:
-    """Write the report in one machine format to path ("-": stdout)."""
+def write(report: Report, fmt: str, path: str, force: bool, spawn: Spawn | None = None) -> None:
+    """Write the report in one machine format to path ("-": stdout); `spawn` as in to_json."""
     if fmt in BINARY_WRITERS:
+        writer = BINARY_WRITERS[fmt]
         with atomic_output(path, force, binary=True) as fh:
-            BINARY_WRITERS[fmt](report, fh)
+            if writer is to_json:
+                to_json(report, fh, spawn)
+            else:
+                writer(report, fh)
         return
     with atomic_output(path, force) as fh:
         TEXT_WRITERS[fmt](report, fh)

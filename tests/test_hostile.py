@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from analyzer import analyze, writers
+from analyzer import analyze, forks, writers
 from analyzer.cli import app
 from analyzer.model import CaptureError
 from analyzer.report import Report
@@ -613,6 +613,41 @@ def test_conn_log_written_beside_the_main_output(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "r.json").read_bytes())["connections"]
     assert (tmp_path / "both.log").read_text() == (tmp_path / "alone.log").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.log", "both.log", "r.json"]  # no .part left
+
+
+def test_json_rows_split_with_a_forked_child_are_byte_identical(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked child serialises the second half of the connection rows: the bytes are those of one process."""
+    report = analyze(PCAPS / "showcase.pcapng")
+    monkeypatch.setattr(writers, "CHUNK_ROWS", 3)  # several blocks on each side of the cut
+    monkeypatch.setattr(writers, "HALVES_MIN_ROWS", 2)
+    assert len(report.connections) >= 8
+    children: list[int | None] = []
+
+    def spawn(work: Any) -> int | None:
+        children.append(forks.spawn(work))
+        return children[-1]
+
+    alone, halves = io.BytesIO(), io.BytesIO()
+    writers.to_json(report, alone)
+    writers.to_json(report, halves, spawn)
+    assert children and children[0] is not None  # the rows really were split
+    assert halves.getvalue() == alone.getvalue()
+    assert len(json.loads(halves.getvalue())["connections"]) == len(report.connections)
+
+
+def test_a_failed_json_child_fails_the_write_and_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capfd: pytest.CaptureFixture[str]) -> None:
+    report = analyze(PCAPS / "showcase.pcapng")
+    monkeypatch.setattr(writers, "HALVES_MIN_ROWS", 2)
+
+    def no_space() -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(forks.ChildFailed) as failed:
+        writers.write(report, "json", str(tmp_path / "r.json"), False, lambda work: forks.spawn(no_space))
+    assert failed.value.code == 2
+    assert list(tmp_path.iterdir()) == []  # no partial report left behind
+    assert capfd.readouterr().err == "tcpa: error: [Errno 28] No space left on device\n"
 
 
 def test_conn_log_failure_beside_the_main_output_is_one_line_and_exit_2(tmp_path: Path) -> None:
