@@ -119,11 +119,14 @@ Spawn = Callable[[Callable[[], None]], "int | None"]  # work run in a forked chi
 HALVES_MIN_ROWS = 4 * CHUNK_ROWS  # below this a second process costs more than it saves
 
 
-def _blocks(frame: pd.DataFrame, sep: bytes = b",\n") -> Iterator[bytes]:
-    """The table's rows as compact JSON objects joined by `sep`, a few thousand rows per block (bounded
-    memory)."""
+def _lines(frame: pd.DataFrame) -> Iterator[bytes]:
+    """Each row of a table as one line of compact JSON, a few thousand rows at a time (bounded memory).
+
+    Each line is written before the next is made: an orjson result keeps the buffer it was written into (4 KiB
+    or more), so a block of a few thousand lines held at once took 60 MB on the 4 M-packet bench capture.
+    """
     for start in range(0, len(frame), CHUNK_ROWS):
-        yield sep.join(map(dumps, records(frame.iloc[start:start + CHUNK_ROWS])))
+        yield from map(dumps, records(frame.iloc[start:start + CHUNK_ROWS]))
 
 
 def _rows(frame: pd.DataFrame, spawn: Spawn | None) -> Iterator[bytes]:
@@ -135,22 +138,22 @@ def _rows(frame: pd.DataFrame, spawn: Spawn | None) -> Iterator[bytes]:
     """
     half = len(frame) // 2
     if spawn is None or half < HALVES_MIN_ROWS // 2 or not hasattr(os, "memfd_create"):
-        yield from _separated(_blocks(frame))
+        yield from _separated(_lines(frame))
         return
     spool = os.memfd_create("tcpa-json-rows")
     try:
         def second_half() -> None:
             with open(spool, "wb", closefd=False) as out:
-                for block in _blocks(frame.iloc[half:]):
+                for line in _lines(frame.iloc[half:]):
                     out.write(b",\n")
-                    out.write(block)
+                    out.write(line)
 
         pid = spawn(second_half)
         if pid is None:
-            yield from _separated(_blocks(frame))
+            yield from _separated(_lines(frame))
             return
         try:
-            yield from _separated(_blocks(frame.iloc[:half]))
+            yield from _separated(_lines(frame.iloc[:half]))
         except BaseException:
             os.waitpid(pid, 0)
             raise
@@ -162,11 +165,11 @@ def _rows(frame: pd.DataFrame, spawn: Spawn | None) -> Iterator[bytes]:
         os.close(spool)
 
 
-def _separated(blocks: Iterator[bytes]) -> Iterator[bytes]:
-    for i, block in enumerate(blocks):
+def _separated(lines: Iterator[bytes]) -> Iterator[bytes]:
+    for i, line in enumerate(lines):
         if i:
             yield b",\n"
-        yield block
+        yield line
 
 
 def to_json(report: Report, fh: IO[bytes], spawn: Spawn | None = None) -> None:
@@ -189,8 +192,8 @@ def to_json(report: Report, fh: IO[bytes], spawn: Spawn | None = None) -> None:
 
 def to_jsonl(report: Report, fh: IO[bytes]) -> None:
     """One connection per line."""
-    for block in _blocks(report.connections, b"\n"):
-        fh.write(block)
+    for line in _lines(report.connections):
+        fh.write(line)
         fh.write(b"\n")
 
 
