@@ -145,9 +145,11 @@ def _ms(later: npt.NDArray[np.int64], earlier: npt.NDArray[np.int64]) -> npt.NDA
 
 def connections_frame(rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8], keys: npt.NDArray[np.uint64],
                       transitions: pd.DataFrame, tunnels: list[str]) -> pd.DataFrame:
-    """One row per connection, in order of first packet."""
-    order = np.argsort(rows[:, C_CONN], kind="stable")
-    rows, hist, keys = rows[order], hist[order], keys[order]
+    """One row per connection, in order of first packet (connection id; rows given in that order are used as
+    they are, without a sorted copy)."""
+    if (np.diff(rows[:, C_CONN]) < 0).any():
+        order = np.argsort(rows[:, C_CONN], kind="stable")
+        rows, hist, keys = rows[order], hist[order], keys[order]
     conn = rows[:, C_CONN]
     df = pd.DataFrame({"conn": conn, "uid": [f"C{c:06d}" for c in conn]})
     df["ts"] = rows[:, C_FIRST_NS] / 1e9

@@ -16,6 +16,7 @@ import numpy as np
 from . import engine, heap
 from .capture import open_capture
 from .decode import SUPPORTED_LINKTYPES, Decoder
+from .layout import C_CONN
 from .model import CaptureError, CaptureFacts, FrameBatch, Notice
 from .options import RANK, SEVERITIES, Settings
 from .rows import Rows
@@ -252,7 +253,9 @@ def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skip
     from .connections import connections_frame, transitions_frame
     from .report import Report
 
-    rows, hist, keys = tracker.conn_rows.stack(), tracker.conn_hist.stack(), tracker.conn_keys.stack()
+    order = np.argsort(tracker.conn_rows.column(C_CONN), kind="stable")  # the connections in order of id
+    rows, hist, keys = tracker.conn_rows.stack(order), tracker.conn_hist.stack(order), tracker.conn_keys.stack(order)
+    del order
     transitions = transitions_frame(tracker.transitions.stack(), facts.last_ns)
     conns = connections_frame(rows, hist, keys, transitions, tunnels)
     del rows, hist, keys

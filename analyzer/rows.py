@@ -130,19 +130,34 @@ class Rows:
             rows = part.unpack() if isinstance(part, Packed) else part
             self.append(rows[~np.isin(rows[:, col], conns)])
 
-    def stack(self) -> npt.NDArray[Any]:
-        """All rows as one array. The chunks are let go as they are unpacked (the Rows is emptied), so the rows
-        are never held twice."""
+    def column(self, j: int) -> npt.NDArray[np.int64]:
+        """Column j of every row, as int64."""
         parts = self._parts()
-        out: npt.NDArray[Any] = np.empty((sum(map(len, parts)), self.width), self.dtype)
+        return np.concatenate([p.column(j) if isinstance(p, Packed) else p[:, j].astype(np.int64) for p in parts]) \
+            if parts else np.empty(0, np.int64)
+
+    def stack(self, order: npt.NDArray[np.intp] | None = None) -> npt.NDArray[Any]:
+        """All rows as one array (in `order`, a permutation of the rows, if given). The chunks are let go as
+        they are unpacked (the Rows is emptied), so the rows are never held twice: reordered here, a chunk at
+        a time, they need no second sorted copy."""
+        parts = self._parts()
+        n = sum(map(len, parts))
+        out: npt.NDArray[Any] = np.empty((n, self.width), self.dtype)
         self.chunks, self.fill = [], 0
+        where = None
+        if order is not None:
+            where = np.empty(n, np.intp)
+            where[order] = np.arange(n)  # where each row goes
         at = 0
         parts.reverse()
         while parts:
             part = parts.pop()
-            if isinstance(part, Packed):
-                part.unpack(out[at:at + len(part)])
+            if where is None:
+                if isinstance(part, Packed):
+                    part.unpack(out[at:at + len(part)])
+                else:
+                    out[at:at + len(part)] = part
             else:
-                out[at:at + len(part)] = part
+                out[where[at:at + len(part)]] = part.unpack() if isinstance(part, Packed) else part
             at += len(part)
         return out

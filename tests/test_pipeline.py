@@ -105,6 +105,11 @@ def test_packed_rows_come_back_exactly(monkeypatch: pytest.MonkeyPatch, dtype: t
     assert len(packed) == (2 if np.dtype(dtype).itemsize == 8 else 0)
     if packed:
         assert packed[0].buf.nbytes < data[:1000].nbytes  # it is smaller
+    order = rng.permutation(len(data))
+    if np.dtype(dtype).itemsize == 8:
+        assert np.array_equal(rows.column(4), data[:, 4].astype(np.int64))  # packed and open chunks alike
+    got = rows.copy().stack(order)  # in an order, placed a chunk at a time
+    assert got.dtype == data.dtype and np.array_equal(got, data[order])
     got = rows.stack()
     assert got.dtype == data.dtype and np.array_equal(got, data)
 
