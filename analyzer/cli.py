@@ -362,6 +362,7 @@ def main() -> None:
     the interpreter's teardown, which on a large capture spends most of a second freeing objects one by one.
     """
     heap.pin_mmap_threshold()
+    heap.arrow_on_glibc()
     global _preloading
     _preloading = threading.Thread(target=_preload, name="tcpa-preload", daemon=True)
     _preloading.start()

@@ -1,11 +1,13 @@
-"""glibc heap settings that keep peak memory down: large arrays mapped, freed memory handed back.
+"""Heap settings that keep peak memory down: large arrays mapped, freed memory handed back, pyarrow on the
+same allocator.
 
-Both are no-ops off glibc.
+The glibc calls are no-ops off glibc.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 from functools import cache
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter
@@ -31,6 +33,16 @@ def pin_mmap_threshold() -> None:
     """
     if (libc := _libc()) is not None:
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def arrow_on_glibc() -> None:
+    """Let pyarrow (pandas' string columns) allocate with glibc's malloc instead of its own mimalloc pool.
+
+    mimalloc keeps what the report's tables and the detectors free for reuse, so it stayed in the peak: on the
+    8 M-packet bench capture peak RSS 388 -> 349 MB (4 M: 269 -> 258 MB), at the same speed. Call before
+    pyarrow is imported; ARROW_DEFAULT_MEMORY_POOL set by the user wins.
+    """
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 
 def trim() -> None:
