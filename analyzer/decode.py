@@ -652,8 +652,8 @@ class Decoder:
                 frames = np.concatenate([frames, extra_frames])
                 ts = np.concatenate([ts, extra_ts])
                 codes = out[:, O_CODE]
-        self._count(codes, batch)
-        self._header_notices(codes, frames, out)
+        counts = self._count(codes, batch)
+        self._header_notices(codes, counts, frames, out)
         ok = np.flatnonzero(codes == OK)
         if len(ok) and len(ok) != len(codes) and len(frames) > n:
             ok = ok[np.argsort(frames[ok], kind="stable")]
@@ -671,20 +671,22 @@ class Decoder:
         self.notices[index] = Notice(frame, kind, f"{total} {'frame' if total == 1 else 'frames'} {what} "
                                                   f"(first: frame {frame})")
 
-    def _header_notices(self, codes: npt.NDArray[np.int64], frames: npt.NDArray[np.int64],
-                        out: npt.NDArray[np.int64]) -> None:
-        """Lying headers: the frames skipped for one, and the segments kept with malformed TCP options."""
+    def _header_notices(self, codes: npt.NDArray[np.int64], counts: npt.NDArray[np.int64],
+                        frames: npt.NDArray[np.int64], out: npt.NDArray[np.int64]) -> None:
+        """Lying headers: the frames skipped for one, and the segments kept with malformed TCP options (counts:
+        the batch's rows per code, so that codes that did not occur cost no pass)."""
         for code, (kind, what) in HEADER_NOTICES.items():
-            bad = codes == code
-            if bad.any():
-                self._tally(kind, int(bad.sum()), int(frames[bad].min()), what)
-        opt = (codes == OK) & (out[:, O_OPTERR] != 0)
-        if opt.any():
+            if counts[code]:
+                bad = codes == code
+                self._tally(kind, int(counts[code]), int(frames[bad].min()), what)
+        opt = out[:, O_OPTERR] != 0
+        if opt.any() and (opt := opt & (codes == OK)).any():
             self._tally("bad_tcp_option", int(opt.sum()), int(frames[opt].min()),
                         "with a malformed TCP option (length 0 or 1, wrong for its kind, or past the header): "
                         "options read up to it, the segment analysed")
 
-    def _count(self, codes: npt.NDArray[np.int64], batch: FrameBatch) -> None:
+    def _count(self, codes: npt.NDArray[np.int64], batch: FrameBatch) -> npt.NDArray[np.int64]:
+        """Skipped frames by reason, and unsupported link types; the batch's rows per code."""
         counts = np.bincount(codes, minlength=len(SKIP_REASONS) + 1)
         for code, reason in SKIP_REASONS.items():
             if code != FRAGMENT and counts[code]:
@@ -697,6 +699,7 @@ class Decoder:
                     self._warned.add(key)
                     self.notices.append(Notice(0, "unsupported_linktype",
                                                f"frames with link type {lt} are not decoded (not supported)"))
+        return counts
 
     def _table(self, out: npt.NDArray[np.int64], ok: npt.NDArray[np.intp], frames: npt.NDArray[np.int64],
                ts: npt.NDArray[np.int64]) -> SegmentTable:
