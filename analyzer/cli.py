@@ -105,15 +105,17 @@ def _conn_log_beside(fmt: str, output: str | None, conn_log: str | None, html: s
 
 
 def _write_outputs(report: Report, fmt: str, output: str | None, force: bool, limit: int, at_ns: int | None,
-                   conn_log: str | None, html: str | None, beside: int | None = None) -> None:
+                   conn_log: str | None, html: str | None, beside: int | None = None,
+                   spool: writers.Spool | None = None) -> None:
     """What analyze and live write: the --format output (tables on the terminal), then conn.log and HTML.
 
-    `beside`: the pid of a child already writing conn.log (see analyze_cmd), else it is done here.
+    `beside`: the pid of a child already writing conn.log, else it is done here; `spool`: the JSON connection
+    rows a child is writing (both started in analyze_cmd).
     """
     if beside is None and conn_log and _conn_log_beside(fmt, output, conn_log, html):
         beside = _beside(lambda: writers.write(report, "zeek", conn_log, force))
     try:
-        _write_main(report, fmt, output, force, limit, at_ns, html)
+        _write_main(report, fmt, output, force, limit, at_ns, html, spool)
     except BaseException:
         if beside is not None:
             os.waitpid(beside, 0)  # this process's own error is the one reported
@@ -133,8 +135,8 @@ def _beside(work: Callable[[], None]) -> int | None:
 
 
 def _write_main(report: Report, fmt: str, output: str | None, force: bool, limit: int, at_ns: int | None,
-                html: str | None) -> None:
-    """The --format output (the JSON writer may hand half of its rows to a forked child), then HTML."""
+                html: str | None, spool: writers.Spool | None = None) -> None:
+    """The --format output (its JSON connection rows from `spool`, if one was started), then HTML."""
     if fmt == "table":
         from .terminal import render
         if output and output != "-":
@@ -144,7 +146,7 @@ def _write_main(report: Report, fmt: str, output: str | None, force: bool, limit
             render(report, Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200),
                    limit, at_ns)
     else:
-        writers.write(report, fmt, output or "-", force, spawn=_beside)
+        writers.write(report, fmt, output or "-", force, spool=spool)
     if html:
         from .html import write_html
         write_html(report, html, force)
@@ -187,11 +189,15 @@ def analyze_cmd(
                 raise writers.OutputExists(f"{extra}: exists; use --force to overwrite it")
         params = Params(time_wait=time_wait, fin_timeout=fin_timeout, idle_timeout=idle_timeout, checksums=checksums)
         settings = Settings(time_wait=time_wait, ephemeral_ports=ephemeral_ports)
-        beside: list[int] = []  # the conn.log writer, forked as soon as the tables are built
+        beside: list[int] = []  # the conn.log writer, forked as soon as the tables are built...
+        spools: list[writers.Spool] = []  # ...or the JSON connection rows
 
         def tables_ready(built: Report) -> None:
-            # conn.log needs no findings: it is written on the other core while the detectors run
-            if conn_log and _conn_log_beside(fmt, output, conn_log, html):
+            # Neither needs the findings, so one of them is written on the other core while the detectors run:
+            # the JSON connection rows (the longer), else conn.log. conn.log then comes beside the rest.
+            if fmt == "json" and (spool := writers.spool_rows(built.connections, _beside, output or "-")) is not None:
+                spools.append(spool)
+            elif conn_log and _conn_log_beside(fmt, output, conn_log, html):
                 pid = _beside(lambda: writers.write(built, "zeek", conn_log, force))
                 beside.extend([pid] if pid is not None else [])
 
@@ -202,8 +208,15 @@ def analyze_cmd(
         except BaseException:
             for pid in beside:
                 os.waitpid(pid, 0)  # this process's own error is the one reported
+            for spool in spools:
+                spool.close()
             raise
-        _write_outputs(report, fmt, output, force, limit, at_ns, conn_log, html, beside[0] if beside else None)
+        try:
+            _write_outputs(report, fmt, output, force, limit, at_ns, conn_log, html, beside[0] if beside else None,
+                           spools[0] if spools else None)
+        finally:
+            for spool in spools:
+                spool.close()
     except CaptureError as exc:
         fail(exc, debug)
     except (OSError, ValueError, MemoryError, forks.ChildFailed) as exc:

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -116,7 +117,7 @@ CHUNK_ROWS = 4096  # rows turned into Python objects at a time while writing
 
 
 Spawn = Callable[[Callable[[], None]], "int | None"]  # work run in a forked child: its pid, or None (forks.spawn)
-HALVES_MIN_ROWS = 4 * CHUNK_ROWS  # below this a second process costs more than it saves
+SPOOL_MIN_ROWS = 4 * CHUNK_ROWS  # below this a second process costs more than it saves
 
 
 def _lines(frame: pd.DataFrame) -> Iterator[bytes]:
@@ -129,54 +130,110 @@ def _lines(frame: pd.DataFrame) -> Iterator[bytes]:
         yield from map(dumps, records(frame.iloc[start:start + CHUNK_ROWS]))
 
 
-def _rows(frame: pd.DataFrame, spawn: Spawn | None) -> Iterator[bytes]:
-    """The pieces of the table's rows in JSON, one object per line, ",\n" between them.
+@dataclass
+class Spool:
+    """The connection rows in JSON, being written by a forked child before the detectors have run: each row's
+    object without its closing brace, one per line, in an unlinked temporary file (beside the output, so it
+    takes disk and page cache, not memory that cannot be reclaimed). to_json completes each row with the
+    columns added since (the per-connection findings summary)."""
 
-    With `spawn`, a forked child serialises the second half of a large table into an anonymous in-memory
-    file while this process does the first half, which is then followed by the child's bytes: the same
-    output in about half the time, on two cores.
-    """
-    half = len(frame) // 2
-    if spawn is None or half < HALVES_MIN_ROWS // 2 or not hasattr(os, "memfd_create"):
+    pid: int
+    fd: int
+    columns: tuple[str, ...]
+    waited: bool = False
+    closed: bool = False
+
+    def join(self) -> None:
+        """Wait for the child; ChildFailed if it failed."""
+        if not self.waited:
+            self.waited = True
+            forks.join(self.pid)
+
+    def close(self) -> None:
+        """Wait for the child if not done yet and let go of what it wrote (idempotent)."""
+        if not self.waited:
+            self.waited = True
+            os.waitpid(self.pid, 0)
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
+
+
+def spool_rows(frame: pd.DataFrame, spawn: Spawn, output: str) -> Spool | None:
+    """Start serialising the table's rows in a forked child (see Spool), for the JSON output to `output` ("-":
+    stdout); None where that is not possible or does not pay, and to_json does the rows itself."""
+    if len(frame) < SPOOL_MIN_ROWS:
+        return None
+    near = None if output == "-" else os.path.dirname(os.path.abspath(output))
+    try:
+        fd, name = tempfile.mkstemp(prefix=".tcpa-rows-", dir=near)
+        os.unlink(name)
+    except OSError:  # no place for it: the output's own error, if any, is reported where it is written
+        return None
+
+    def work() -> None:
+        with open(fd, "wb", closefd=False) as out:
+            for line in _lines(frame):
+                out.write(line[:-1])  # the object's closing brace comes with the columns added later
+                out.write(b"\n")
+
+    pid = spawn(work)
+    if pid is None:
+        os.close(fd)
+        return None
+    return Spool(pid, fd, tuple(str(c) for c in frame.columns))
+
+
+def _spooled(frame: pd.DataFrame, spool: Spool) -> Iterator[bytes]:
+    """The table's rows in JSON, one object per line with ",\\n" between them, from what the Spool's child
+    wrote, each row completed with the columns the table gained since."""
+    names = [str(c) for c in frame.columns]
+    extra = names[len(spool.columns):]
+    if tuple(names[:len(spool.columns)]) != spool.columns:  # not the table it was started on
+        spool.close()
         yield from _separated(_lines(frame))
         return
-    spool = os.memfd_create("tcpa-json-rows")
     try:
-        def second_half() -> None:
-            with open(spool, "wb", closefd=False) as out:
-                for line in _lines(frame.iloc[half:]):
-                    out.write(b",\n")
-                    out.write(line)
-
-        pid = spawn(second_half)
-        if pid is None:
-            yield from _separated(_lines(frame))
-            return
-        try:
-            yield from _separated(_lines(frame.iloc[:half]))
-        except BaseException:
-            os.waitpid(pid, 0)
-            raise
-        forks.join(pid)
-        os.lseek(spool, 0, os.SEEK_SET)
-        while piece := os.read(spool, 8 << 20):
-            yield piece
+        spool.join()
+        os.lseek(spool.fd, 0, os.SEEK_SET)
+        ends = _ends(frame[extra]) if extra else iter(lambda: b"}", None)
+        rows, rest = 0, b""
+        while piece := os.read(spool.fd, 4 << 20):
+            lines = (rest + piece).split(b"\n")
+            rest = lines.pop()
+            yield (b",\n" if rows else b"") + b",\n".join(line + next(ends) for line in lines)
+            rows += len(lines)
+        if rest or rows != len(frame):
+            raise OSError(f"the forked JSON writer gave {rows} connection rows for {len(frame)}")
     finally:
-        os.close(spool)
+        spool.close()
+
+
+def _ends(frame: pd.DataFrame) -> Iterator[bytes]:
+    """The end of each row's JSON object: its columns in `frame`, and the closing brace. These few summary
+    columns take a handful of distinct values: each is serialised once."""
+    names = [str(c) for c in frame.columns]
+    memo: dict[tuple[Any, ...], bytes] = {}
+    for row in zip(*(column(frame[c]) for c in frame.columns)):
+        end = memo.get(row)
+        if end is None:
+            end = memo[row] = b"," + dumps(dict(zip(names, row)))[1:]
+        yield end
 
 
 def _separated(lines: Iterator[bytes]) -> Iterator[bytes]:
+    """The lines with ",\\n" between them."""
     for i, line in enumerate(lines):
         if i:
             yield b",\n"
         yield line
 
 
-def to_json(report: Report, fh: IO[bytes], spawn: Spawn | None = None) -> None:
+def to_json(report: Report, fh: IO[bytes], spool: Spool | None = None) -> None:
     """One JSON object: schema, capture, connections, findings and the end-of-capture state counts.
 
     Written as it goes, one table row per line, so a large capture's report never sits in memory whole.
-    `spawn` lets a forked child serialise half of the connection rows (see _rows).
+    The connection rows come from `spool` where one was started (spool_rows).
     """
     fh.write(b'{\n"schema": ' + dumps(SCHEMA_VERSION) + b',\n"capture": ' + dumps(capture_facts(report), True))
     for name, frame in (("connections", report.connections), ("findings", report.findings),
@@ -184,7 +241,9 @@ def to_json(report: Report, fh: IO[bytes], spawn: Spawn | None = None) -> None:
         fh.write(b',\n"' + name.encode() + b'": [')
         if len(frame):
             fh.write(b"\n")
-            for piece in _rows(frame, spawn if name == "connections" else None):
+            pieces = _spooled(frame, spool) if name == "connections" and spool is not None else \
+                _separated(_lines(frame))
+            for piece in pieces:
                 fh.write(piece)
         fh.write(b"\n]" if len(frame) else b"]")
     fh.write(b"\n}\n")
@@ -272,13 +331,16 @@ BINARY_WRITERS: dict[str, Callable[[Report, IO[bytes]], None]] = {
 }
 
 
-def write(report: Report, fmt: str, path: str, force: bool, spawn: Spawn | None = None) -> None:
-    """Write the report in one machine format to path ("-": stdout); `spawn` as in to_json."""
+def write(report: Report, fmt: str, path: str, force: bool, spool: Spool | None = None) -> None:
+    """Write the report in one machine format to path ("-": stdout); `spool` as in to_json."""
+    if spool is not None and fmt != "json":
+        spool.close()
+        spool = None
     if fmt in BINARY_WRITERS:
         writer = BINARY_WRITERS[fmt]
         with atomic_output(path, force, binary=True) as fh:
             if writer is to_json:
-                to_json(report, fh, spawn)
+                to_json(report, fh, spool)
             else:
                 writer(report, fh)
         return

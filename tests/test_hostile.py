@@ -615,38 +615,55 @@ def test_conn_log_written_beside_the_main_output(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.log", "both.log", "r.json"]  # no .part left
 
 
-def test_json_rows_split_with_a_forked_child_are_byte_identical(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A forked child serialises the second half of the connection rows: the bytes are those of one process."""
+def test_json_rows_spooled_before_the_detectors_are_byte_identical(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """analyze starts the JSON connection rows in a forked child before the detectors run, and completes each
+    row with the findings summary afterwards: the same files as written in one process."""
+    pcap = str(PCAPS / "showcase.pcapng")
+
+    def run(name: str) -> tuple[bytes, bytes]:
+        args = ["analyze", pcap, "-q", "-f", "json", "-o", str(tmp_path / f"{name}.json"),
+                "--conn-log", str(tmp_path / f"{name}.log")]
+        done = runner.invoke(app, args)
+        assert done.exit_code == 0, done.output
+        return (tmp_path / f"{name}.json").read_bytes(), (tmp_path / f"{name}.log").read_bytes()
+
+    alone = run("alone")  # a capture this small is written in one process
+    spooled: list[writers.Spool | None] = []
+    real = writers.spool_rows
+
+    def spool_rows(frame: Any, spawn: Any, output: str) -> writers.Spool | None:
+        spooled.append(real(frame, spawn, output))
+        return spooled[-1]
+
+    monkeypatch.setattr(writers, "spool_rows", spool_rows)
+    monkeypatch.setattr(writers, "SPOOL_MIN_ROWS", 2)
+    monkeypatch.setattr(writers, "CHUNK_ROWS", 3)
+    assert run("spooled") == alone
+    assert spooled and spooled[0] is not None and spooled[0].closed  # the child did write the rows
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.json", "alone.log", "spooled.json", "spooled.log"]
+
+
+def test_a_spool_for_another_table_is_dropped_and_a_failed_one_fails_the_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     report = analyze(PCAPS / "showcase.pcapng")
-    monkeypatch.setattr(writers, "CHUNK_ROWS", 3)  # several blocks on each side of the cut
-    monkeypatch.setattr(writers, "HALVES_MIN_ROWS", 2)
-    assert len(report.connections) >= 8
-    children: list[int | None] = []
-
-    def spawn(work: Any) -> int | None:
-        children.append(forks.spawn(work))
-        return children[-1]
-
-    alone, halves = io.BytesIO(), io.BytesIO()
+    monkeypatch.setattr(writers, "SPOOL_MIN_ROWS", 2)
+    alone = io.BytesIO()
     writers.to_json(report, alone)
-    writers.to_json(report, halves, spawn)
-    assert children and children[0] is not None  # the rows really were split
-    assert halves.getvalue() == alone.getvalue()
-    assert len(json.loads(halves.getvalue())["connections"]) == len(report.connections)
+    other = writers.spool_rows(report.connections[["uid", "conn"]], forks.spawn, str(tmp_path / "r.json"))
+    # (its columns are not a prefix of the table's)
+    assert other is not None
+    spooled = io.BytesIO()
+    writers.to_json(report, spooled, spool=other)
+    assert spooled.getvalue() == alone.getvalue() and other.closed
 
+    def no_space(work: Any) -> int | None:
+        return forks.spawn(lambda: (_ for _ in ()).throw(OSError(28, "No space left on device")))
 
-def test_a_failed_json_child_fails_the_write_and_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                capfd: pytest.CaptureFixture[str]) -> None:
-    report = analyze(PCAPS / "showcase.pcapng")
-    monkeypatch.setattr(writers, "HALVES_MIN_ROWS", 2)
-
-    def no_space() -> None:
-        raise OSError(28, "No space left on device")
-
-    with pytest.raises(forks.ChildFailed) as failed:
-        writers.write(report, "json", str(tmp_path / "r.json"), False, lambda work: forks.spawn(no_space))
-    assert failed.value.code == 2
-    assert list(tmp_path.iterdir()) == []  # no partial report left behind
+    failed = writers.spool_rows(report.connections, no_space, "-")
+    with pytest.raises(forks.ChildFailed):
+        writers.write(report, "json", str(tmp_path / "r.json"), False, spool=failed)
+    assert list(tmp_path.iterdir()) == []
     assert capfd.readouterr().err == "tcpa: error: [Errno 28] No space left on device\n"
 
 
