@@ -123,12 +123,13 @@ def _addresses(keys: npt.NDArray[np.uint64], orig_is_a: npt.NDArray[np.bool_]) -
             cache[(hi, lo)] = format_addr(hi, lo)
         return cache[(hi, lo)]
 
-    a = [name(int(h), int(l)) for h, l in zip(keys[:, 0], keys[:, 1])]
-    b = [name(int(h), int(l)) for h, l in zip(keys[:, 2], keys[:, 3])]
+    a = [name(h, l) for h, l in zip(keys[:, 0].tolist(), keys[:, 1].tolist())]  # Python ints, not numpy scalars
+    b = [name(h, l) for h, l in zip(keys[:, 2].tolist(), keys[:, 3].tolist())]
+    orig = orig_is_a.tolist()
     return {
-        "orig_h": [x if o else y for x, y, o in zip(a, b, orig_is_a)],
+        "orig_h": [x if o else y for x, y, o in zip(a, b, orig)],
         "orig_p": np.where(orig_is_a, a_port, b_port).tolist(),
-        "resp_h": [y if o else x for x, y, o in zip(a, b, orig_is_a)],
+        "resp_h": [y if o else x for x, y, o in zip(a, b, orig)],
         "resp_p": np.where(orig_is_a, b_port, a_port).tolist(),
     }
 
@@ -151,7 +152,7 @@ def connections_frame(rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8], 
         order = np.argsort(rows[:, C_CONN], kind="stable")
         rows, hist, keys = rows[order], hist[order], keys[order]
     conn = rows[:, C_CONN]
-    df = pd.DataFrame({"conn": conn, "uid": [f"C{c:06d}" for c in conn]})
+    df = pd.DataFrame({"conn": conn, "uid": [f"C{c:06d}" for c in conn.tolist()]})
     df["ts"] = rows[:, C_FIRST_NS] / 1e9
     for k, v in _addresses(keys, rows[:, C_ORIG_IS_A] == 1).items():
         df[k] = v
@@ -179,7 +180,7 @@ def connections_frame(rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8], 
     df["truncated_segments"] = rows[:, C_TRUNCATED]
     df["bad_option_segments"] = rows[:, C_BAD_OPTS]
     df["bad_checksum_segments"] = rows[:, C_BAD_CSUM]
-    df["tunnel"] = [tunnels[t - 1] if 0 < t <= len(tunnels) else "" for t in rows[:, C_TUNNEL]]
+    df["tunnel"] = [tunnels[t - 1] if 0 < t <= len(tunnels) else "" for t in rows[:, C_TUNNEL].tolist()]
     return df.reset_index(drop=True)
 
 
@@ -232,7 +233,8 @@ def _zeek(df: pd.DataFrame, rows: npt.NDArray[np.int64], hist: npt.NDArray[np.ui
         if hist.shape[1] else [""] * len(hist)
     df["history"] = history
     df["conn_state"] = [
-        conn_state(int(o), int(r), h, int(ob), int(rb)) for o, r, h, ob, rb in
-        zip(rows[:, EP0 + E_ZSTATE], rows[:, EP1 + E_ZSTATE], history, df["orig_bytes"], df["resp_bytes"])]
+        conn_state(o, r, h, ob, rb) for o, r, h, ob, rb in
+        zip(rows[:, EP0 + E_ZSTATE].tolist(), rows[:, EP1 + E_ZSTATE].tolist(), history, df["orig_bytes"].tolist(),
+            df["resp_bytes"].tolist())]
     df["zeek_duration"] = np.where(rows[:, C_ZLAST_NS] != NONE, (rows[:, C_ZLAST_NS] - rows[:, C_FIRST_NS]) / 1e9,
                                    df["duration"])
