@@ -7,12 +7,18 @@ few hundred KiB come and go (a list of per-batch copies left 30-40 MB of the hea
 bench capture). A full chunk is packed: each column is stored as its offset from the column's minimum in the
 chunk, in the narrowest unsigned type that holds the chunk's range (frame of reference). A finished
 connection's 105 int64 counters then take about 340 bytes instead of 840, and the rows of a capture about 2.7
-times less memory, which is most of what the analysis holds that grows with the capture's length. Packing is
-exact, and stack() gives back the original rows.
+times less memory. Packing is exact, and stack() gives back the original rows.
+
+A packed chunk is then written to a Spill file (unlinked, in the temporary directory) and read back only when
+the report is built, so while the capture is read what the analysis keeps of finished connections takes disk
+and page cache instead of memory that grows with the capture's length. Where the file cannot be had or
+written, chunks stay in memory.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,19 +29,61 @@ CHUNK_BYTES = 4 << 20
 _NARROW = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32))
 
 
+class Spill:
+    """An unlinked temporary file that full chunks are written to once packed: what the analysis keeps of
+    finished connections then takes disk and page cache, which the kernel can reclaim, instead of memory that
+    grows with the capture. Read back (with pread) only when the report is built."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="tcpa-rows-")  # noqa: SIM115 - open while rows refer to it
+        self.size = 0
+
+    @classmethod
+    def open(cls) -> Spill | None:
+        """A new spill file; None where there is none to be had (no pread/pwrite, no writable temp dir)."""
+        if not (hasattr(os, "pread") and hasattr(os, "pwrite")):
+            return None
+        try:
+            return cls()
+        except OSError:
+            return None
+
+    def write(self, data: npt.NDArray[np.uint8]) -> int | None:
+        """Append data; its offset, or None if it could not be written (disk full: it stays in memory)."""
+        at = self.size
+        try:
+            done = 0
+            view = data.data.cast("B")
+            while done < len(view):
+                done += os.pwrite(self.file.fileno(), view[done:], at + done)
+        except OSError:
+            return None
+        self.size += len(view)
+        return at
+
+    def read(self, at: int, size: int) -> npt.NDArray[np.uint8]:
+        data = os.pread(self.file.fileno(), size, at)
+        if len(data) != size:
+            raise OSError(f"rows spill file: read {len(data)} of {size} bytes at {at}")
+        return np.frombuffer(data, np.uint8)
+
+
 @dataclass(frozen=True, slots=True)
 class Packed:
     """One full chunk of 8-byte rows, column by column in one buffer: each column's minimum and its offsets
-    from it (or the column as it was, where the range needs 64 bits)."""
+    from it (or the column as it was, where the range needs 64 bits). The buffer is in memory, or in a Spill
+    file at `at`."""
 
     rows: int
     dtype: np.dtype[Any]
     base: npt.NDArray[np.int64]
     types: tuple[np.dtype[Any], ...]
-    buf: npt.NDArray[np.uint8]
+    buf: npt.NDArray[np.uint8] | None
+    spill: Spill | None = None
+    at: int = 0
 
     @classmethod
-    def of(cls, chunk: npt.NDArray[Any]) -> Packed:
+    def of(cls, chunk: npt.NDArray[Any], spill: Spill | None = None) -> Packed:
         v = chunk.view(np.int64)
         lo, hi = v.min(axis=0), v.max(axis=0)
         span = hi.view(np.uint64) - lo.view(np.uint64)  # wraps: exact as unsigned
@@ -46,16 +94,30 @@ class Packed:
         for j, t in enumerate(types):
             buf[at:at + len(v) * t.itemsize].view(t)[:] = v[:, j] - base[j]  # < 2**32: no int64 overflow
             at += len(v) * t.itemsize
+        if spill is not None and (where := spill.write(buf)) is not None:
+            return cls(len(v), chunk.dtype, base, types, None, spill, where)
         return cls(len(v), chunk.dtype, base, types, buf)
 
     def __len__(self) -> int:
         return self.rows
 
+    @property
+    def nbytes(self) -> int:
+        """The packed size."""
+        return self.rows * sum(t.itemsize for t in self.types)
+
+    def _bytes(self, start: int = 0, size: int | None = None) -> npt.NDArray[np.uint8]:
+        size = self.nbytes - start if size is None else size
+        if self.buf is not None:
+            return self.buf[start:start + size]
+        assert self.spill is not None
+        return self.spill.read(self.at + start, size)
+
     def column(self, j: int) -> npt.NDArray[np.int64]:
         """Column j alone, as int64."""
         at = self.rows * sum(t.itemsize for t in self.types[:j])
         t = self.types[j]
-        out: npt.NDArray[np.int64] = self.buf[at:at + self.rows * t.itemsize].view(t).astype(np.int64) + self.base[j]
+        out: npt.NDArray[np.int64] = self._bytes(at, self.rows * t.itemsize).view(t).astype(np.int64) + self.base[j]
         return out
 
     def unpack(self, out: npt.NDArray[Any] | None = None) -> npt.NDArray[Any]:
@@ -63,9 +125,10 @@ class Packed:
         if out is None:
             out = np.empty((self.rows, len(self.types)), self.dtype)
         v = out.view(np.int64)
+        buf = self._bytes()
         at = 0
         for j, t in enumerate(self.types):
-            np.add(self.buf[at:at + self.rows * t.itemsize].view(t), self.base[j], out=v[:, j], casting="unsafe")
+            np.add(buf[at:at + self.rows * t.itemsize].view(t), self.base[j], out=v[:, j], casting="unsafe")
             at += self.rows * t.itemsize
         return out
 
@@ -73,11 +136,13 @@ class Packed:
 class Rows:
     """Rows of one width and dtype, appended block by block, kept in chunks (full ones packed)."""
 
-    def __init__(self, width: int, dtype: type) -> None:
+    def __init__(self, width: int, dtype: type, spill: bool = True) -> None:
         self.width, self.dtype = width, np.dtype(dtype)
         self.cap = max(1, CHUNK_BYTES // (width * self.dtype.itemsize))
         self.chunks: list[npt.NDArray[Any] | Packed] = []
         self.fill = 0  # rows used in the last chunk
+        self.spill = spill  # packed chunks go to a Spill file (opened with the first)
+        self._spill: Spill | None = None
 
     def __len__(self) -> int:
         return sum(map(len, self.chunks[:-1])) + self.fill if self.chunks else 0
@@ -99,7 +164,10 @@ class Rows:
     def _seal(self) -> None:
         """Pack the last chunk, now full (8-byte rows only: narrower ones gain nothing)."""
         if self.chunks and isinstance(self.chunks[-1], np.ndarray) and self.dtype.itemsize == 8:
-            self.chunks[-1] = Packed.of(self.chunks[-1])
+            if self.spill and self._spill is None:
+                self._spill = Spill.open()
+                self.spill = self._spill is not None
+            self.chunks[-1] = Packed.of(self.chunks[-1], self._spill)
 
     def _parts(self) -> list[npt.NDArray[Any] | Packed]:
         if not self.chunks:
@@ -110,7 +178,8 @@ class Rows:
 
     def copy(self) -> Rows:
         """A copy that shares the rows so far (never changed once written) and appends elsewhere."""
-        out = Rows(self.width, self.dtype.type)
+        out = Rows(self.width, self.dtype.type, self.spill)
+        out._spill = self._spill
         out.chunks = self._parts()
         out.fill = len(out.chunks[-1]) if out.chunks else 0
         return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,7 +105,8 @@ def test_packed_rows_come_back_exactly(monkeypatch: pytest.MonkeyPatch, dtype: t
     packed = [c for c in rows.chunks if isinstance(c, rows_module.Packed)]
     assert len(packed) == (2 if np.dtype(dtype).itemsize == 8 else 0)
     if packed:
-        assert packed[0].buf.nbytes < data[:1000].nbytes  # it is smaller
+        assert packed[0].nbytes < data[:1000].nbytes  # it is smaller
+        assert packed[0].buf is None and packed[0].spill is not None  # and kept on disk, not in memory
     order = rng.permutation(len(data))
     if np.dtype(dtype).itemsize == 8:
         assert np.array_equal(rows.column(4), data[:, 4].astype(np.int64))  # packed and open chunks alike
@@ -112,6 +114,25 @@ def test_packed_rows_come_back_exactly(monkeypatch: pytest.MonkeyPatch, dtype: t
     assert got.dtype == data.dtype and np.array_equal(got, data[order])
     got = rows.stack()
     assert got.dtype == data.dtype and np.array_equal(got, data)
+
+
+def test_packed_rows_stay_in_memory_where_the_spill_file_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rows_module, "CHUNK_BYTES", 4 * 2 * 8)
+    data = np.arange(40, dtype=np.int64).reshape(20, 2)
+    rows = rows_module.Rows(2, np.int64)
+    rows.append(data[:8])  # two chunks packed to the spill file...
+    rows.append(data[8:9])
+    def full(fd: int, data: Any, at: int) -> int:
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(rows_module.os, "pwrite", full)
+    rows.append(data[9:])  # ...the next ones stay in memory
+    kinds = [(c.buf is None) for c in rows.chunks if isinstance(c, rows_module.Packed)]
+    assert kinds[:2] == [True, True] and kinds[2:] and not any(kinds[2:])
+    assert np.array_equal(rows.stack(), data)
+    no_file = rows_module.Rows(2, np.int64, spill=False)
+    no_file.append(data)
+    assert all(c.buf is not None for c in no_file.chunks if isinstance(c, rows_module.Packed))
+    assert np.array_equal(no_file.stack(), data)
 
 
 def test_dropping_rows_leaves_the_chunks_before_them_packed(monkeypatch: pytest.MonkeyPatch) -> None:
