@@ -56,11 +56,17 @@ def _run(paths: list[str], params: Params, batch_frames: int, quiet: bool, **kw:
     total = sum(os.path.getsize(p) for p in paths if p != "-" and os.path.isfile(p))
     if quiet or total < PROGRESS_MIN_BYTES or not err.is_terminal:
         return analyze(paths, params=params, batch_frames=batch_frames, **kw)
+    # Redrawn at each batch rather than by a refresh thread of its own: the output writers fork, which is
+    # safe only while this process runs one thread.
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TimeRemainingColumn(), console=err, transient=True) as bar:
+                  TimeRemainingColumn(), console=err, transient=True, auto_refresh=False) as bar:
         task = bar.add_task("analysing", total=total)
-        return analyze(paths, params=params, batch_frames=batch_frames,
-                       progress=lambda n: bar.advance(task, n), **kw)
+
+        def advance(size: int) -> None:
+            bar.advance(task, size)
+            bar.refresh()
+
+        return analyze(paths, params=params, batch_frames=batch_frames, progress=advance, **kw)
 
 
 def _list_detectors(value: bool) -> None:
