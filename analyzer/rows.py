@@ -77,6 +77,7 @@ class Packed:
     rows: int
     dtype: np.dtype[Any]
     base: npt.NDArray[np.int64]
+    top: npt.NDArray[np.int64]  # each column's largest value (as int64): drop() needs no read of the buffer
     types: tuple[np.dtype[Any], ...]
     buf: npt.NDArray[np.uint8] | None
     spill: Spill | None = None
@@ -95,8 +96,8 @@ class Packed:
             buf[at:at + len(v) * t.itemsize].view(t)[:] = v[:, j] - base[j]  # < 2**32: no int64 overflow
             at += len(v) * t.itemsize
         if spill is not None and (where := spill.write(buf)) is not None:
-            return cls(len(v), chunk.dtype, base, types, None, spill, where)
-        return cls(len(v), chunk.dtype, base, types, buf)
+            return cls(len(v), chunk.dtype, base, hi, types, None, spill, where)
+        return cls(len(v), chunk.dtype, base, hi, types, buf)
 
     def __len__(self) -> int:
         return self.rows
@@ -188,8 +189,7 @@ class Rows:
         """Drop the rows whose column `col` holds one of `conns` (all >= low). The chunks before the first that
         can hold one stay as they are; only the rest are unpacked and collected again."""
         parts = self._parts()
-        tops = [int((p.column(col) if isinstance(p, Packed) else p[:, col]).max()) if len(p) else low - 1
-                for p in parts]
+        tops = [int(p.top[col] if isinstance(p, Packed) else p[:, col].max()) if len(p) else low - 1 for p in parts]
         first = next((i for i, top in enumerate(tops) if top >= low), len(parts))
         if first == len(parts):
             return

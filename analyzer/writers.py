@@ -7,6 +7,7 @@ leaves no half-written report; an existing file is replaced only when the caller
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import re
 import sys
@@ -196,7 +197,7 @@ def _spooled(frame: pd.DataFrame, spool: Spool) -> Iterator[bytes]:
     try:
         spool.join()
         os.lseek(spool.fd, 0, os.SEEK_SET)
-        ends = _ends(frame[extra]) if extra else iter(lambda: b"}", None)
+        ends = _ends(frame[extra]) if extra else itertools.repeat(b"}")
         rows, rest = 0, b""
         while piece := os.read(spool.fd, 4 << 20):
             lines = (rest + piece).split(b"\n")
