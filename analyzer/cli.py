@@ -393,8 +393,9 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except OSError:  # a closed pipe: nothing more can reach it
-            pass
+        except OSError as exc:  # a closed pipe: nothing more can reach it
+            if isinstance(exc, BrokenPipeError) and stream is sys.stdout and not code:
+                code = 128 + 13  # the output's reader left before the end of it, as in fail()
     if isinstance(code, str):  # SystemExit("message"): print it as Python would
         print(code, file=sys.stderr, flush=True)
         code = 1

@@ -7,6 +7,7 @@ leaves no half-written report; an existing file is replaced only when the caller
 from __future__ import annotations
 
 import datetime as dt
+import io
 import itertools
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from . import forks
@@ -40,11 +42,40 @@ def clobbers(path: str) -> bool:
     return path != "-" and target.exists() and (target.is_file() or target.is_dir())
 
 
+class _Whole(io.RawIOBase):
+    """A file descriptor (stdout) that takes every write whole or raises. A pipe whose reader leaves during a
+    large write takes part of it, and sys.stdout's BufferedWriter returns that short count, which no caller
+    checks: the rest was dropped and the run ended with status 0 instead of as a SIGPIPE'd tool."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        while view:
+            view = view[os.write(self.fd, view):]
+        return size
+
+
 @contextmanager
 def atomic_output(path: str, force: bool, binary: bool = False) -> Iterator[IO[Any]]:
     """A file object for `path` ("-" is stdout) that appears only complete, and never clobbers by surprise."""
     if path == "-":
-        yield sys.stdout.buffer if binary else sys.stdout
+        sys.stdout.flush()
+        try:
+            fd = sys.stdout.fileno()
+        except (OSError, ValueError):  # not a file descriptor (a test runner's capture): written as it is
+            yield sys.stdout.buffer if binary else sys.stdout
+            return
+        out = io.BufferedWriter(_Whole(fd), 1 << 16)
+        fh: IO[Any] = out if binary else io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+        yield fh
+        fh.flush()
         return
     target = Path(path)
     if target.exists() and not target.is_file() and not target.is_dir():
@@ -121,14 +152,56 @@ Spawn = Callable[[Callable[[], None]], "int | None"]  # work run in a forked chi
 SPOOL_MIN_ROWS = 4 * CHUNK_ROWS  # below this a second process costs more than it saves
 
 
-def _lines(frame: pd.DataFrame) -> Iterator[bytes]:
-    """Each row of a table as one line of compact JSON, a few thousand rows at a time (bounded memory).
+def encoded(values: pd.Series, prefix: bytes = b"") -> list[bytes]:
+    """Each value of a column in JSON, as dumps() writes it inside a row, after `prefix`; a column at a time.
 
-    Each line is written before the next is made: an orjson result keeps the buffer it was written into (4 KiB
-    or more), so a block of a few thousand lines held at once took 60 MB on the 4 M-packet bench capture.
+    Numbers and booleans go through orjson as one array, cut at the commas (numbers hold none) where a NUL
+    (which JSON text never holds unescaped) now stands before each prefix. Other columns go through their
+    distinct values (a report's text columns repeat a few), text as one array too: in orjson's output every
+    quote inside a string is escaped, so '","' occurs only between two strings.
     """
+    import pandas as pd
+
+    if len(values) == 0:
+        return []
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":  # NaN is null either way, as in dumps()
+        text = orjson.dumps(np.ascontiguousarray(values.to_numpy()), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+        return (prefix + text.replace(b",", b"\0" + prefix)).split(b"\0")
+    try:
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    except TypeError:  # values factorize cannot hash (lists): one by one
+        return [prefix + dumps(v) for v in column(values)]
+    if isinstance(dtype, pd.StringDtype) and len(uniques):
+        texts = [prefix + b'"' + t + b'"' for t in dumps(uniques.tolist())[2:-2].split(b'","')]
+    else:
+        texts = [prefix + dumps(v) for v in column(pd.Series(uniques))]
+    texts.append(prefix + b"null")  # code -1, a missing value
+    return [texts[c] for c in codes.tolist()]
+
+
+def json_block(frame: pd.DataFrame, end: bytes, last_end: bytes) -> bytes:
+    """The table's rows as compact JSON objects, each row's bytes what dumps() gives for its record, but without
+    its closing brace: each row is followed by `end`, the last by `last_end`. Built column by column: the
+    pieces of every row are laid out in one list by slice assignment and joined once."""
+    n, width = len(frame), len(frame.columns) + 1
+    if n == 0:
+        return b""
+    pieces: list[bytes] = [end] * (n * width)
+    for j, name in enumerate(frame.columns):
+        pieces[j::width] = encoded(frame[name], (b"{" if j == 0 else b",") + dumps(str(name)) + b":")
+    if width == 1:
+        pieces[0::width] = [b"{" + end] * n
+    pieces[-1] = last_end if width > 1 else b"{" + last_end
+    return b"".join(pieces)
+
+
+def _blocks(frame: pd.DataFrame, end: bytes, last_end: bytes) -> Iterator[bytes]:
+    """json_block() of the table a few thousand rows at a time (bounded memory): every row followed by `end`
+    except the table's last, followed by `last_end`."""
     for start in range(0, len(frame), CHUNK_ROWS):
-        yield from map(dumps, records(frame.iloc[start:start + CHUNK_ROWS]))
+        stop = start + CHUNK_ROWS
+        yield json_block(frame.iloc[start:stop], end, last_end if stop >= len(frame) else end)
 
 
 @dataclass
@@ -174,9 +247,7 @@ def spool_rows(frame: pd.DataFrame, spawn: Spawn, output: str) -> Spool | None:
 
     def work() -> None:
         with open(fd, "wb", closefd=False) as out:
-            for line in _lines(frame):
-                out.write(line[:-1])  # the object's closing brace comes with the columns added later
-                out.write(b"\n")
+            out.writelines(_blocks(frame, b"\n", b"\n"))  # the closing braces come with the columns added later
 
     pid = spawn(work)
     if pid is None:
@@ -192,7 +263,7 @@ def _spooled(frame: pd.DataFrame, spool: Spool) -> Iterator[bytes]:
     extra = names[len(spool.columns):]
     if tuple(names[:len(spool.columns)]) != spool.columns:  # not the table it was started on
         spool.close()
-        yield from _separated(_lines(frame))
+        yield from _blocks(frame, b"},\n", b"}")
         return
     try:
         spool.join()
@@ -222,14 +293,6 @@ def _ends(frame: pd.DataFrame) -> Iterator[bytes]:
         yield end
 
 
-def _separated(lines: Iterator[bytes]) -> Iterator[bytes]:
-    """The lines with ",\\n" between them."""
-    for i, line in enumerate(lines):
-        if i:
-            yield b",\n"
-        yield line
-
-
 def to_json(report: Report, fh: IO[bytes], spool: Spool | None = None) -> None:
     """One JSON object: schema, capture, connections, findings and the end-of-capture state counts.
 
@@ -243,7 +306,7 @@ def to_json(report: Report, fh: IO[bytes], spool: Spool | None = None) -> None:
         if len(frame):
             fh.write(b"\n")
             pieces = _spooled(frame, spool) if name == "connections" and spool is not None else \
-                _separated(_lines(frame))
+                _blocks(frame, b"},\n", b"}")
             for piece in pieces:
                 fh.write(piece)
         fh.write(b"\n]" if len(frame) else b"]")
@@ -252,9 +315,8 @@ def to_json(report: Report, fh: IO[bytes], spool: Spool | None = None) -> None:
 
 def to_jsonl(report: Report, fh: IO[bytes]) -> None:
     """One connection per line."""
-    for line in _lines(report.connections):
-        fh.write(line)
-        fh.write(b"\n")
+    for block in _blocks(report.connections, b"}\n", b"}\n"):
+        fh.write(block)
 
 
 def to_csv(report: Report, fh: IO[str]) -> None:
@@ -286,16 +348,42 @@ ZEEK_COLUMNS = ["ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "zeek_durat
                 "conn_state", "history", "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes", "tunnel"]
 
 
-def _zeek_row(c: dict[str, Any]) -> list[str]:
-    dur = c["zeek_duration"]
-    has_dur = dur is not None and dur > 0
-    return [
-        f"{c['ts']:.6f}", zeek_escape(c["uid"]), zeek_escape(c["orig_h"]), str(c["orig_p"]), zeek_escape(c["resp_h"]),
-        str(c["resp_p"]), "tcp", "-", f"{dur:.6f}" if has_dur else "-",
-        str(c["orig_bytes"]) if has_dur else "-", str(c["resp_bytes"]) if has_dur else "-", c["conn_state"],
-        "-", "-", "0", zeek_escape(c["history"]) or "-", str(c["orig_pkts"]), str(c["orig_ip_bytes"]),
-        str(c["resp_pkts"]), str(c["resp_ip_bytes"]), zeek_escape(c["tunnel"]) or "(empty)",
+def _zeek_text(values: pd.Series, empty: str) -> list[str]:
+    """A text column for conn.log, escaped, with `empty` for an empty value and '-' (unset) for a missing one."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    texts: list[str] = uniques.tolist()
+    if _ZEEK_UNSAFE.search("".join(texts)) or "-" in texts:  # most captures need no escaping at all
+        texts = [zeek_escape(t) for t in texts]
+    texts = [t or empty for t in texts]
+    texts.append("-")  # code -1
+    return [texts[c] for c in codes.tolist()]
+
+
+def _zeek_numbers(values: pd.Series, unset: npt.NDArray[np.bool_] | None = None, fmt: str = "{}") -> list[str]:
+    """A numeric column for conn.log, each value in `fmt`, '-' where `unset`."""
+    out = list(map(fmt.format, values.tolist()))
+    for i in np.flatnonzero(unset) if unset is not None else ():
+        out[i] = "-"
+    return out
+
+
+def _zeek_lines(conns: pd.DataFrame) -> str:
+    """conn.log rows of the connections (ZEEK_COLUMNS), a column at a time."""
+    dur = conns["zeek_duration"]
+    unset = ~(dur > 0).to_numpy()  # Zeek leaves duration and byte counts unset on a connection of one instant
+    columns = [
+        _zeek_numbers(conns["ts"], fmt="{:.6f}"), _zeek_text(conns["uid"], ""), _zeek_text(conns["orig_h"], ""),
+        _zeek_numbers(conns["orig_p"]), _zeek_text(conns["resp_h"], ""), _zeek_numbers(conns["resp_p"]),
+        itertools.repeat("tcp"), itertools.repeat("-"), _zeek_numbers(dur, unset, "{:.6f}"),
+        _zeek_numbers(conns["orig_bytes"], unset), _zeek_numbers(conns["resp_bytes"], unset),
+        conns["conn_state"].tolist(), itertools.repeat("-"), itertools.repeat("-"), itertools.repeat("0"),
+        _zeek_text(conns["history"], "-"), *(_zeek_numbers(conns[c]) for c in
+                                             ("orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes")),
+        _zeek_text(conns["tunnel"], "(empty)"),
     ]
+    return "".join(map("{}\n".format, map("\t".join, zip(*columns))))
 
 
 def to_zeek(report: Report, fh: IO[str]) -> None:
@@ -306,9 +394,9 @@ def to_zeek(report: Report, fh: IO[str]) -> None:
     fh.write("#fields\t" + "\t".join(n for n, _ in ZEEK_FIELDS) + "\n")
     fh.write("#types\t" + "\t".join(t for _, t in ZEEK_FIELDS) + "\n")
     conns = report.connections
-    conns = conns[[c for c in ZEEK_COLUMNS if c in conns]].sort_values("ts", kind="stable")
+    conns = conns[ZEEK_COLUMNS].sort_values("ts", kind="stable")
     for start in range(0, len(conns), CHUNK_ROWS):
-        fh.writelines("\t".join(_zeek_row(rec)) + "\n" for rec in records(conns.iloc[start:start + CHUNK_ROWS]))
+        fh.write(_zeek_lines(conns.iloc[start:start + CHUNK_ROWS]))
     closed = dt.datetime.fromtimestamp(report.capture.last_ns / 1e9, dt.timezone.utc)
     fh.write(f"#close\t{closed:%Y-%m-%d-%H-%M-%S}\n")
 

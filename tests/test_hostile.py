@@ -676,3 +676,39 @@ def test_conn_log_failure_beside_the_main_output_is_one_line_and_exit_2(tmp_path
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tcpa: error: ") and "does not exist" in lines[0], lines
     assert json.loads((tmp_path / "r.json").read_bytes())["capture"]["frames"] > 0  # the JSON still written
+
+
+def test_json_rows_built_by_column_are_what_orjson_gives_each_record() -> None:
+    # json_block assembles rows from whole-column encodings (numbers cut out of one orjson array, text out of
+    # one array of distinct values split at '","'); hostile text and odd values must come out exactly as
+    # dumps() of each row's record would
+    import pandas as pd
+
+    text = ['","', '\\', '"', 'a","b', "\\\",\"", "\x00\n\u2028", "é中", "", "%s%b", "-"]
+    n = len(text)
+    frame = pd.DataFrame({
+        "i": np.arange(n, dtype=np.int64) - 3, 'q"%b': np.linspace(-1e300, 1e-300, n), "nan": [np.nan, 1.5] * 5,
+        "b": np.arange(n) % 2 == 0, "s": pd.Series(text, dtype="str"), "na": pd.Series([None, "x"] * 5, dtype="str"),
+        "I": pd.array([None, 7] * 5, dtype="Int64"), "lists": [[1, 2], []] * 5, "obj": [None, {"k": "v"}] * 5,
+        "cat": pd.Categorical(["a", "b"] * 5), "u8": np.arange(n, dtype=np.uint8),
+    })
+    for rows in (frame, frame.iloc[3:4], frame.iloc[:0], frame[[]]):
+        want = b"".join(writers.dumps(r)[:-1] + b"|" for r in writers.records(rows))
+        assert writers.json_block(rows, b"|", b"|") == want
+        if len(rows):
+            assert json.loads(b"[" + writers.json_block(rows, b"},", b"}") + b"]") == json.loads(
+                writers.dumps(writers.records(rows)))
+
+
+def test_conn_log_rows_escape_hostile_text() -> None:
+    import pandas as pd
+
+    conns = pd.DataFrame({c: [1, 2] for c in writers.ZEEK_COLUMNS})
+    conns["ts"], conns["zeek_duration"] = [1.5, 2.25], [0.0, 0.125]
+    for c in ("uid", "orig_h", "resp_h", "conn_state"):
+        conns[c] = ["C1", "C2"]
+    conns["history"], conns["tunnel"] = ["", "a\tb,\\"], ["-", ""]
+    lines = writers._zeek_lines(conns).splitlines()
+    assert lines[0].split("\t")[8:11] == ["-", "-", "-"] and lines[1].split("\t")[8:11] == ["0.125000", "2", "2"]
+    assert lines[0].split("\t")[15] == "-" and lines[1].split("\t")[15] == "a\\x09b\\x2c\\x5c"
+    assert lines[0].split("\t")[-1] == "\\x2d" and lines[1].split("\t")[-1] == "(empty)"
