@@ -571,9 +571,9 @@ def decode_frames(data: npt.NDArray[np.uint8], offset: npt.NDArray[np.int64], ca
                   wirelen: npt.NDArray[np.int32], linktype: npt.NDArray[np.int32], checksums: bool,
                   out: npt.NDArray[np.int64]) -> None:
     """Decode every frame of a batch into its row of out (O_COLS columns)."""
-    out[:] = 0
     for i in range(len(offset)):
         o = out[i]
+        o[:] = 0  # row by row, while the row is in cache: zeroing the whole matrix first doubled its traffic
         o[O_MSS] = -1
         o[O_WS] = -1
         o[O_CSUM] = -1
