@@ -16,7 +16,6 @@ is told apart from an ordinary one from the wire alone (RFC 9293 figures 7 and 1
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
 from .layout import (
     C_BAD_CSUM,
@@ -160,8 +159,10 @@ def flush_pending(st, s, e, table, tr, g) -> None:  # type: ignore[no-untyped-de
 def finish(st, s, hist, done, done_hist, g) -> None:  # type: ignore[no-untyped-def]
     """Copy slot s's connection to the done buffer and empty the slot."""
     k = g[G_NDONE]
-    done[k, :] = st[s, :]
-    done_hist[k, :] = hist[s, :]
+    for j in range(st.shape[1]):  # element by element: slice assignment needs numba's runtime (NRT)
+        done[k, j] = st[s, j]
+    for j in range(hist.shape[1]):
+        done_hist[k, j] = hist[s, j]
     g[G_NDONE] = k + 1
     st[s, C_CONN] = NONE
 
@@ -169,8 +170,10 @@ def finish(st, s, hist, done, done_hist, g) -> None:  # type: ignore[no-untyped-
 @kernel()
 def start(st, s, hist, a_is_src, flags, frame, ns, tunnel, sport, dport, server_port, g) -> None:  # type: ignore[no-untyped-def]
     """Begin a new connection on slot s with this segment; the originator is the SYN sender (Zeek's rules else)."""
-    st[s, :] = NONE
-    hist[s, :] = 0
+    for j in range(st.shape[1]):
+        st[s, j] = NONE
+    for j in range(hist.shape[1]):
+        hist[s, j] = 0
     st[s, C_CONN] = g[G_NEXT_CONN]
     st[s, C_SLOT] = s
     g[G_NEXT_CONN] += 1
@@ -445,14 +448,11 @@ def drain(slots, now, st, hist, params, table, g, tr, done, done_hist) -> int:  
     return len(slots)
 
 
-@entry("i8[:, ::1]", returns="i8[::1]")
-def close_times(st) -> npt.NDArray[np.int64]:  # type: ignore[no-untyped-def]
-    """Per slot, when its connection ended in Zeek's sense (NONE: still going, or no connection)."""
-    out = np.full(st.shape[0], NONE, dtype=np.int64)
+@entry("i8[:, ::1], i8[::1]")
+def close_times(st, out) -> None:  # type: ignore[no-untyped-def]
+    """Per slot, when its connection ended in Zeek's sense, into out (NONE: still going, or no connection)."""
     for s in range(st.shape[0]):
-        if st[s, C_CONN] != NONE:
-            out[s] = zeek_close_time(st, s)
-    return out
+        out[s] = zeek_close_time(st, s) if st[s, C_CONN] != NONE else NONE
 
 
 def new_state(rows: int) -> tuple[np.ndarray, np.ndarray]:

@@ -264,7 +264,8 @@ class Tracker:
         st = self.st[: self.flows.used]
         live = st[:, C_CONN] != NONE
         idle = now - st[:, C_LAST_NS] >= self.pvec[engine.P_IDLE_NS]
-        term = engine.close_times(st)
+        term = np.empty(len(st), np.int64)
+        engine.close_times(st, term)
         ended = (term != NONE) & (now > term)
         gone = np.flatnonzero(live & (idle | ended))
         if len(gone):
