@@ -580,6 +580,30 @@ def decode_frames(data: npt.NDArray[np.uint8], offset: npt.NDArray[np.int64], ca
         _frame(data, offset[i], caplen[i], wirelen[i], linktype[i], checksums, o)
 
 
+# Beyond the result codes, triage's counts: kept segments with a malformed option, kept segments in a tunnel.
+N_CODES = len(SKIP_REASONS) + 1
+C_OPTERR, C_TUNNEL = N_CODES, N_CODES + 1
+
+
+@entry("i8[:, ::1], i8[::1], i8[::1]", returns="i8")
+def triage(rows: npt.NDArray[np.int64], counts: npt.NDArray[np.int64], ok: npt.NDArray[np.int64]) -> int:
+    """One pass over the decoder's rows: counts per result code (and C_OPTERR, C_TUNNEL), the OK rows' indices
+    into ok; returns how many. A numpy pass per question read the whole row matrix for one column each time."""
+    counts[:] = 0
+    n = 0
+    for i in range(rows.shape[0]):
+        code = rows[i, O_CODE]
+        counts[code] += 1
+        if code == OK:
+            ok[n] = i
+            n += 1
+            if rows[i, O_OPTERR] != 0:
+                counts[C_OPTERR] += 1
+            if rows[i, O_TUN] != 0:
+                counts[C_TUNNEL] += 1
+    return n
+
+
 @entry("i8[:, ::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], u1[::1], u8[::1], u8[::1], u8[::1], u8[::1], "
        "u2[::1], u2[::1], u4[::1], u4[::1], u2[::1], u2[::1], i4[::1], i2[::1], i4[::1], i4[::1], i4[::1], i2[::1], "
        "b1[::1], b1[::1], u4[::1], u4[::1], u1[::1], u4[:, ::1], u4[:, ::1], u1[::1], b1[::1], i1[::1]")
@@ -642,22 +666,27 @@ class Decoder:
             self._rows = np.empty((n, O_COLS), np.int64)
         out = self._rows[:n]
         decode_frames(batch.data, batch.offset, batch.caplen, batch.wirelen, batch.linktype, self.checksums, out)
-        codes = out[:, O_CODE]
         frames, ts = batch.frame, batch.ts_ns
-        frag = np.flatnonzero(codes == FRAGMENT)
-        if len(frag):
-            extra, extra_frames, extra_ts = self._reassemble(batch, out, frag)
+        counts, ok = self._triage(out)
+        if counts[FRAGMENT]:
+            extra, extra_frames, extra_ts = self._reassemble(batch, out, np.flatnonzero(out[:, O_CODE] == FRAGMENT))
             if len(extra):
                 out = np.concatenate([out, extra])
                 frames = np.concatenate([frames, extra_frames])
                 ts = np.concatenate([ts, extra_ts])
-                codes = out[:, O_CODE]
-        counts = self._count(codes, batch)
+                counts, ok = self._triage(out)
+        codes = out[:, O_CODE]
+        self._count(codes, counts, batch)
         self._header_notices(codes, counts, frames, out)
-        ok = np.flatnonzero(codes == OK)
         if len(ok) and len(ok) != len(codes) and len(frames) > n:
             ok = ok[np.argsort(frames[ok], kind="stable")]
-        return self._table(out, ok, frames, ts)
+        return self._table(out, ok, frames, ts, int(counts[C_TUNNEL]))
+
+    @staticmethod
+    def _triage(out: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        counts = np.empty(C_TUNNEL + 1, np.int64)
+        ok = np.empty(len(out), np.int64)
+        return counts, ok[:triage(out, counts, ok)]
 
     def _tally(self, kind: str, count: int, first: int, what: str) -> None:
         """One notice per kind however often it happens: a running count and the first frame."""
@@ -679,15 +708,14 @@ class Decoder:
             if counts[code]:
                 bad = codes == code
                 self._tally(kind, int(counts[code]), int(frames[bad].min()), what)
-        opt = out[:, O_OPTERR] != 0
-        if opt.any() and (opt := opt & (codes == OK)).any():
+        if counts[C_OPTERR]:
+            opt = (out[:, O_OPTERR] != 0) & (codes == OK)
             self._tally("bad_tcp_option", int(opt.sum()), int(frames[opt].min()),
                         "with a malformed TCP option (length 0 or 1, wrong for its kind, or past the header): "
                         "options read up to it, the segment analysed")
 
-    def _count(self, codes: npt.NDArray[np.int64], batch: FrameBatch) -> npt.NDArray[np.int64]:
-        """Skipped frames by reason, and unsupported link types; the batch's rows per code."""
-        counts = np.bincount(codes, minlength=len(SKIP_REASONS) + 1)
+    def _count(self, codes: npt.NDArray[np.int64], counts: npt.NDArray[np.int64], batch: FrameBatch) -> None:
+        """Skipped frames by reason (counts: the batch's rows per code), and unsupported link types."""
         for code, reason in SKIP_REASONS.items():
             if code != FRAGMENT and counts[code]:
                 self.skipped[reason] += int(counts[code])
@@ -699,20 +727,19 @@ class Decoder:
                     self._warned.add(key)
                     self.notices.append(Notice(0, "unsupported_linktype",
                                                f"frames with link type {lt} are not decoded (not supported)"))
-        return counts
 
-    def _table(self, out: npt.NDArray[np.int64], ok: npt.NDArray[np.intp], frames: npt.NDArray[np.int64],
-               ts: npt.NDArray[np.int64]) -> SegmentTable:
-        """The SegmentTable of the rows `ok` of out (one compiled pass from rows to columns)."""
-        t = SegmentTable.empty(len(ok))
-        _columns(out, ok.astype(np.int64), frames, ts, *[getattr(t, f.name) for f in fields(t) if f.name != "tunnel"])
-        tunnelled = ok[out[ok, O_TUN] != 0]
-        if len(tunnelled):
-            t.tunnel[:] = self._tunnel_index(out, ok, tunnelled)
+    def _table(self, out: npt.NDArray[np.int64], ok: npt.NDArray[np.int64], frames: npt.NDArray[np.int64],
+               ts: npt.NDArray[np.int64], n_tunnelled: int) -> SegmentTable:
+        """The SegmentTable of the rows `ok` of out (one compiled pass from rows to columns); `n_tunnelled`: how
+        many of them came through a tunnel."""
+        t = SegmentTable.unfilled(len(ok))
+        _columns(out, ok, frames, ts, *[getattr(t, f.name) for f in fields(t) if f.name != "tunnel"])
+        if n_tunnelled:
+            t.tunnel[:] = self._tunnel_index(out, ok, ok[out[ok, O_TUN] != 0])
         return t
 
-    def _tunnel_index(self, out: npt.NDArray[np.int64], ok: npt.NDArray[np.intp],
-                      tunnelled: npt.NDArray[np.intp]) -> npt.NDArray[np.int32]:
+    def _tunnel_index(self, out: npt.NDArray[np.int64], ok: npt.NDArray[np.int64],
+                      tunnelled: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
         """1-based index of each `ok` row's tunnel in self.tunnels (0: not tunnelled)."""
         idx = np.zeros(len(out), np.int32)
         uniq, inverse = np.unique(out[tunnelled, O_TUN:O_TDPORT + 1], axis=0, return_inverse=True)

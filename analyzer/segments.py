@@ -8,7 +8,9 @@ the column.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -63,12 +65,18 @@ class SegmentTable:
         return len(self.frame)
 
     @classmethod
+    def unfilled(cls, n: int, alloc: Callable[..., Any] = np.empty) -> SegmentTable:
+        """A table of n rows as they come from `alloc` (np.empty: for a writer that fills every column but tunnel,
+        which is zeroed)."""
+        return cls(**{f.name: alloc(n, dtype=_DTYPES[f.name]) for f in fields(cls)
+                      if f.name not in ("sack_count", "sack_left", "sack_right", "tunnel")},
+                   sack_count=alloc(n, np.uint8), sack_left=alloc((n, SACK_MAX), np.uint32),
+                   sack_right=alloc((n, SACK_MAX), np.uint32), tunnel=np.zeros(n, _DTYPES["tunnel"]))
+
+    @classmethod
     def empty(cls, n: int = 0) -> SegmentTable:
         """A table of n zeroed rows (sentinels applied), ready to be filled."""
-        table = cls(**{f.name: np.zeros(n, dtype=_DTYPES[f.name]) for f in fields(cls) if f.name not in ("sack_count", "sack_left", "sack_right")},
-                    sack_count=np.zeros(n, np.uint8),
-                    sack_left=np.zeros((n, SACK_MAX), np.uint32),
-                    sack_right=np.zeros((n, SACK_MAX), np.uint32))
+        table = cls.unfilled(n, np.zeros)
         table.mss[:] = -1
         table.wscale[:] = -1
         table.csum_ok[:] = -1
