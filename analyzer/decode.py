@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -566,23 +567,50 @@ def _tcp(d: npt.NDArray[np.uint8], v: int, ip: int, p: int, ip_end: int, cend: i
         o[O_CSUM] = 1 if _tcp_checksum_ok(d, v, ip, p, ip_end - p) else 0
 
 
-@entry("u1[::1], i8[::1], i4[::1], i4[::1], i4[::1], b1, i8[:, ::1]")
+FRAME_ARGS = "u1[::1], i8[::1], i4[::1], i4[::1], i4[::1], b1, i8[:, ::1]"  # decode_frames' arguments
+COLUMN_ARGS = ("i8[::1], i8[::1], u1[::1], u8[::1], u8[::1], u8[::1], u8[::1], u2[::1], u2[::1], u4[::1], u4[::1], "
+               "u2[::1], u2[::1], i4[::1], i2[::1], i4[::1], i4[::1], i4[::1], i2[::1], b1[::1], b1[::1], u4[::1], "
+               "u4[::1], u1[::1], u4[:, ::1], u4[:, ::1], u1[::1], b1[::1], i1[::1]")  # SegmentTable's but tunnel
+
+
+@kernel(inline=True)
+def _decode_row(data: npt.NDArray[np.uint8], offset: int, caplen: int, wirelen: int, linktype: int,
+                checksums: bool, o: npt.NDArray[np.int64]) -> None:
+    o[:] = 0  # row by row, while the row is in cache: zeroing the whole matrix first doubled its traffic
+    o[O_MSS] = -1
+    o[O_WS] = -1
+    o[O_CSUM] = -1
+    _frame(data, offset, caplen, wirelen, linktype, checksums, o)
+
+
+@entry(FRAME_ARGS)
 def decode_frames(data: npt.NDArray[np.uint8], offset: npt.NDArray[np.int64], caplen: npt.NDArray[np.int32],
                   wirelen: npt.NDArray[np.int32], linktype: npt.NDArray[np.int32], checksums: bool,
                   out: npt.NDArray[np.int64]) -> None:
     """Decode every frame of a batch into its row of out (O_COLS columns)."""
     for i in range(len(offset)):
-        o = out[i]
-        o[:] = 0  # row by row, while the row is in cache: zeroing the whole matrix first doubled its traffic
-        o[O_MSS] = -1
-        o[O_WS] = -1
-        o[O_CSUM] = -1
-        _frame(data, offset[i], caplen[i], wirelen[i], linktype[i], checksums, o)
+        _decode_row(data, offset[i], caplen[i], wirelen[i], linktype[i], checksums, out[i])
 
 
 # Beyond the result codes, triage's counts: kept segments with a malformed option, kept segments in a tunnel.
 N_CODES = len(SKIP_REASONS) + 1
 C_OPTERR, C_TUNNEL = N_CODES, N_CODES + 1
+
+
+@kernel(inline=True)
+def _tally(r: npt.NDArray[np.int64], i: int, n: int, counts: npt.NDArray[np.int64],
+           ok: npt.NDArray[np.int64]) -> bool:
+    """Count row i (r) in counts; if it is kept, record it as the n-th kept row and say so."""
+    code = r[O_CODE]
+    counts[code] += 1
+    if code != OK:
+        return False
+    ok[n] = i
+    if r[O_OPTERR] != 0:
+        counts[C_OPTERR] += 1
+    if r[O_TUN] != 0:
+        counts[C_TUNNEL] += 1
+    return True
 
 
 @entry("i8[:, ::1], i8[::1], i8[::1]", returns="i8")
@@ -592,41 +620,75 @@ def triage(rows: npt.NDArray[np.int64], counts: npt.NDArray[np.int64], ok: npt.N
     counts[:] = 0
     n = 0
     for i in range(rows.shape[0]):
-        code = rows[i, O_CODE]
-        counts[code] += 1
-        if code == OK:
-            ok[n] = i
+        if _tally(rows[i], i, n, counts, ok):
             n += 1
-            if rows[i, O_OPTERR] != 0:
-                counts[C_OPTERR] += 1
-            if rows[i, O_TUN] != 0:
-                counts[C_TUNNEL] += 1
     return n
 
 
-@entry("i8[:, ::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], u1[::1], u8[::1], u8[::1], u8[::1], u8[::1], "
-       "u2[::1], u2[::1], u4[::1], u4[::1], u2[::1], u2[::1], i4[::1], i2[::1], i4[::1], i4[::1], i4[::1], i2[::1], "
-       "b1[::1], b1[::1], u4[::1], u4[::1], u1[::1], u4[:, ::1], u4[:, ::1], u1[::1], b1[::1], i1[::1]")
-def _columns(rows: npt.NDArray[np.int64], ok: npt.NDArray[np.int64], frames: npt.NDArray[np.int64],  # type: ignore[no-untyped-def]
-             ts: npt.NDArray[np.int64], frame, ts_ns, ip_version, src_hi, src_lo, dst_hi, dst_lo,
+# A decoded row r as row j of the SegmentTable columns (in the dataclass's field order, but tunnel), in two
+# helpers: a call with 30 arguments or more is compiled by CPython as a call with *args, which numba's inliner
+# refuses.
+@kernel(inline=True)
+def _column_row_a(r, j, frame_no, ts_no, frame, ts_ns, ip_version, src_hi, src_lo, dst_hi, dst_lo,  # type: ignore[no-untyped-def]
+                  sport, dport, seq, ack, flags, win) -> None:
+    frame[j], ts_ns[j], ip_version[j] = frame_no, ts_no, r[O_IPV]
+    src_hi[j], src_lo[j], dst_hi[j], dst_lo[j] = r[O_SRC_HI], r[O_SRC_LO], r[O_DST_HI], r[O_DST_LO]
+    sport[j], dport[j], seq[j], ack[j] = r[O_SPORT], r[O_DPORT], r[O_SEQ], r[O_ACK]
+    flags[j], win[j] = r[O_FLAGS], r[O_WIN]
+
+
+@kernel(inline=True)
+def _column_row_b(r, j, ip_len, tcp_hdr_len, payload_len, captured_payload, mss, wscale, sack_perm,  # type: ignore[no-untyped-def]
+                  has_ts, ts_val, ts_ecr, sack_count, sack_left, sack_right, opt_error, truncated, csum_ok) -> None:
+    ip_len[j], tcp_hdr_len[j] = r[O_IP_LEN], r[O_THL]
+    payload_len[j], captured_payload[j], mss[j], wscale[j] = r[O_PLEN], r[O_CPLEN], r[O_MSS], r[O_WS]
+    sack_perm[j], has_ts[j], ts_val[j], ts_ecr[j] = r[O_SACKP] != 0, r[O_HASTS] != 0, r[O_TSV], r[O_TSE]
+    sack_count[j] = r[O_SACKN]
+    for k in range(SACK_MAX):
+        sack_left[j, k] = r[O_SL + k]
+        sack_right[j, k] = r[O_SR + k]
+    opt_error[j], truncated[j], csum_ok[j] = r[O_OPTERR], r[O_TRUNC] != 0, r[O_CSUM]
+
+
+@entry("i8[:, ::1], i8[::1], i8[::1], i8[::1], " + COLUMN_ARGS)
+def _columns(rows, ok, frames, ts, frame, ts_ns, ip_version, src_hi, src_lo, dst_hi, dst_lo,  # type: ignore[no-untyped-def]
              sport, dport, seq, ack, flags, win, ip_len, tcp_hdr_len, payload_len, captured_payload, mss, wscale,
              sack_perm, has_ts, ts_val, ts_ecr, sack_count, sack_left, sack_right, opt_error, truncated,
              csum_ok) -> None:
-    """Rows `ok` of the decoder's output into SegmentTable columns (in the dataclass's field order)."""
+    """Rows `ok` of the decoder's output into SegmentTable columns (all but tunnel, in field order)."""
     for j in range(len(ok)):
         i = ok[j]
         r = rows[i]
-        frame[j], ts_ns[j], ip_version[j] = frames[i], ts[i], r[O_IPV]
-        src_hi[j], src_lo[j], dst_hi[j], dst_lo[j] = r[O_SRC_HI], r[O_SRC_LO], r[O_DST_HI], r[O_DST_LO]
-        sport[j], dport[j], seq[j], ack[j] = r[O_SPORT], r[O_DPORT], r[O_SEQ], r[O_ACK]
-        flags[j], win[j], ip_len[j], tcp_hdr_len[j] = r[O_FLAGS], r[O_WIN], r[O_IP_LEN], r[O_THL]
-        payload_len[j], captured_payload[j], mss[j], wscale[j] = r[O_PLEN], r[O_CPLEN], r[O_MSS], r[O_WS]
-        sack_perm[j], has_ts[j], ts_val[j], ts_ecr[j] = r[O_SACKP] != 0, r[O_HASTS] != 0, r[O_TSV], r[O_TSE]
-        sack_count[j] = r[O_SACKN]
-        for k in range(SACK_MAX):
-            sack_left[j, k] = r[O_SL + k]
-            sack_right[j, k] = r[O_SR + k]
-        opt_error[j], truncated[j], csum_ok[j] = r[O_OPTERR], r[O_TRUNC] != 0, r[O_CSUM]
+        _column_row_a(r, j, frames[i], ts[i], frame, ts_ns, ip_version, src_hi, src_lo, dst_hi, dst_lo, sport,
+                      dport, seq, ack, flags, win)
+        _column_row_b(r, j, ip_len, tcp_hdr_len, payload_len, captured_payload, mss, wscale, sack_perm, has_ts,
+                      ts_val, ts_ecr, sack_count, sack_left, sack_right, opt_error, truncated, csum_ok)
+
+
+@entry(FRAME_ARGS + ", i8[::1], i8[::1], i8[::1], i8[::1], " + COLUMN_ARGS, returns="i8")
+def decode_batch(data, offset, caplen, wirelen, linktype, checksums, out, counts, ok, frames, ts,  # type: ignore[no-untyped-def]
+                 frame, ts_ns, ip_version, src_hi, src_lo, dst_hi, dst_lo, sport, dport, seq, ack, flags, win,
+                 ip_len, tcp_hdr_len, payload_len, captured_payload, mss, wscale, sack_perm, has_ts, ts_val, ts_ecr,
+                 sack_count, sack_left, sack_right, opt_error, truncated, csum_ok) -> int:
+    """decode_frames, triage and _columns in one pass: each kept row goes to the columns while it is in cache
+    (the row matrix, 23 MB for a batch, was read back twice from memory). Returns the number of kept rows."""
+    counts[:] = 0
+    n = 0
+    for i in range(len(offset)):
+        r = out[i]
+        _decode_row(data, offset[i], caplen[i], wirelen[i], linktype[i], checksums, r)
+        if _tally(r, i, n, counts, ok):
+            _column_row_a(r, n, frames[i], ts[i], frame, ts_ns, ip_version, src_hi, src_lo, dst_hi, dst_lo, sport,
+                          dport, seq, ack, flags, win)
+            _column_row_b(r, n, ip_len, tcp_hdr_len, payload_len, captured_payload, mss, wscale, sack_perm, has_ts,
+                          ts_val, ts_ecr, sack_count, sack_left, sack_right, opt_error, truncated, csum_ok)
+            n += 1
+    return n
+
+
+def _filled(t: SegmentTable) -> list[npt.NDArray[Any]]:
+    """The columns the compiled stages fill (COLUMN_ARGS: all but tunnel, in field order)."""
+    return [getattr(t, f.name) for f in fields(t) if f.name != "tunnel"]
 
 
 @dataclass
@@ -665,22 +727,30 @@ class Decoder:
         if len(self._rows) < n:
             self._rows = np.empty((n, O_COLS), np.int64)
         out = self._rows[:n]
-        decode_frames(batch.data, batch.offset, batch.caplen, batch.wirelen, batch.linktype, self.checksums, out)
+        table = SegmentTable.unfilled(n)
+        counts, ok = np.empty(C_TUNNEL + 1, np.int64), np.empty(n, np.int64)
         frames, ts = batch.frame, batch.ts_ns
-        counts, ok = self._triage(out)
+        kept = decode_batch(batch.data, batch.offset, batch.caplen, batch.wirelen, batch.linktype, self.checksums,
+                            out, counts, ok, frames, ts, *_filled(table))
+        t: SegmentTable | None = table
+        ok = ok[:kept]
         if counts[FRAGMENT]:
             extra, extra_frames, extra_ts = self._reassemble(batch, out, np.flatnonzero(out[:, O_CODE] == FRAGMENT))
-            if len(extra):
+            if len(extra):  # datagrams completed here: their rows join the batch's, in frame order
                 out = np.concatenate([out, extra])
                 frames = np.concatenate([frames, extra_frames])
                 ts = np.concatenate([ts, extra_ts])
                 counts, ok = self._triage(out)
+                ok = ok[np.argsort(frames[ok], kind="stable")]
+                t = None
         codes = out[:, O_CODE]
         self._count(codes, counts, batch)
         self._header_notices(codes, counts, frames, out)
-        if len(ok) and len(ok) != len(codes) and len(frames) > n:
-            ok = ok[np.argsort(frames[ok], kind="stable")]
-        return self._table(out, ok, frames, ts, int(counts[C_TUNNEL]))
+        if t is None:
+            return self._table(out, ok, frames, ts, int(counts[C_TUNNEL]))
+        t = t.head(kept)
+        self._tunnels(t, out, ok, int(counts[C_TUNNEL]))
+        return t
 
     @staticmethod
     def _triage(out: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -733,10 +803,15 @@ class Decoder:
         """The SegmentTable of the rows `ok` of out (one compiled pass from rows to columns); `n_tunnelled`: how
         many of them came through a tunnel."""
         t = SegmentTable.unfilled(len(ok))
-        _columns(out, ok, frames, ts, *[getattr(t, f.name) for f in fields(t) if f.name != "tunnel"])
+        _columns(out, ok, frames, ts, *_filled(t))
+        self._tunnels(t, out, ok, n_tunnelled)
+        return t
+
+    def _tunnels(self, t: SegmentTable, out: npt.NDArray[np.int64], ok: npt.NDArray[np.int64],
+                 n_tunnelled: int) -> None:
+        """t's tunnel column (t holds the rows `ok` of out, n_tunnelled of them tunnelled)."""
         if n_tunnelled:
             t.tunnel[:] = self._tunnel_index(out, ok, ok[out[ok, O_TUN] != 0])
-        return t
 
     def _tunnel_index(self, out: npt.NDArray[np.int64], ok: npt.NDArray[np.int64],
                       tunnelled: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:

@@ -82,6 +82,10 @@ class SegmentTable:
         table.csum_ok[:] = -1
         return table
 
+    def head(self, n: int) -> SegmentTable:
+        """The first n rows, as views."""
+        return SegmentTable(**{f.name: getattr(self, f.name)[:n] for f in fields(self)})
+
     def take(self, index: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> SegmentTable:
         """Rows selected by an index or mask, as a new table."""
         return SegmentTable(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
