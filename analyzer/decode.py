@@ -732,31 +732,24 @@ class Decoder:
         frames, ts = batch.frame, batch.ts_ns
         kept = decode_batch(batch.data, batch.offset, batch.caplen, batch.wirelen, batch.linktype, self.checksums,
                             out, counts, ok, frames, ts, *_filled(table))
-        t: SegmentTable | None = table
-        ok = ok[:kept]
+        table, ok = table.head(kept), ok[:kept]
         if counts[FRAGMENT]:
             extra, extra_frames, extra_ts = self._reassemble(batch, out, np.flatnonzero(out[:, O_CODE] == FRAGMENT))
             if len(extra):  # datagrams completed here: their rows join the batch's, in frame order
                 out = np.concatenate([out, extra])
                 frames = np.concatenate([frames, extra_frames])
                 ts = np.concatenate([ts, extra_ts])
-                counts, ok = self._triage(out)
+                ok = np.empty(len(out), np.int64)
+                ok = ok[:triage(out, counts, ok)]
                 ok = ok[np.argsort(frames[ok], kind="stable")]
-                t = None
+                table = SegmentTable.unfilled(len(ok))
+                _columns(out, ok, frames, ts, *_filled(table))
         codes = out[:, O_CODE]
         self._count(codes, counts, batch)
         self._header_notices(codes, counts, frames, out)
-        if t is None:
-            return self._table(out, ok, frames, ts, int(counts[C_TUNNEL]))
-        t = t.head(kept)
-        self._tunnels(t, out, ok, int(counts[C_TUNNEL]))
-        return t
-
-    @staticmethod
-    def _triage(out: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        counts = np.empty(C_TUNNEL + 1, np.int64)
-        ok = np.empty(len(out), np.int64)
-        return counts, ok[:triage(out, counts, ok)]
+        if counts[C_TUNNEL]:
+            table.tunnel[:] = self._tunnel_index(out, ok, ok[out[ok, O_TUN] != 0])
+        return table
 
     def _tally(self, kind: str, count: int, first: int, what: str) -> None:
         """One notice per kind however often it happens: a running count and the first frame."""
@@ -797,21 +790,6 @@ class Decoder:
                     self._warned.add(key)
                     self.notices.append(Notice(0, "unsupported_linktype",
                                                f"frames with link type {lt} are not decoded (not supported)"))
-
-    def _table(self, out: npt.NDArray[np.int64], ok: npt.NDArray[np.int64], frames: npt.NDArray[np.int64],
-               ts: npt.NDArray[np.int64], n_tunnelled: int) -> SegmentTable:
-        """The SegmentTable of the rows `ok` of out (one compiled pass from rows to columns); `n_tunnelled`: how
-        many of them came through a tunnel."""
-        t = SegmentTable.unfilled(len(ok))
-        _columns(out, ok, frames, ts, *_filled(t))
-        self._tunnels(t, out, ok, n_tunnelled)
-        return t
-
-    def _tunnels(self, t: SegmentTable, out: npt.NDArray[np.int64], ok: npt.NDArray[np.int64],
-                 n_tunnelled: int) -> None:
-        """t's tunnel column (t holds the rows `ok` of out, n_tunnelled of them tunnelled)."""
-        if n_tunnelled:
-            t.tunnel[:] = self._tunnel_index(out, ok, ok[out[ok, O_TUN] != 0])
 
     def _tunnel_index(self, out: npt.NDArray[np.int64], ok: npt.NDArray[np.int64],
                       tunnelled: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
