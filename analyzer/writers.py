@@ -297,11 +297,13 @@ def to_json(report: Report, fh: IO[bytes], spool: Spool | None = None) -> None:
     """One JSON object: schema, capture, connections, findings and the end-of-capture state counts.
 
     Written as it goes, one table row per line, so a large capture's report never sits in memory whole.
-    The connection rows come from `spool` where one was started (spool_rows).
+    The connection rows come from `spool` where one was started (spool_rows); the state counts are computed
+    first, while its child may still be writing them.
     """
+    states = report.states_at()
     fh.write(b'{\n"schema": ' + dumps(SCHEMA_VERSION) + b',\n"capture": ' + dumps(capture_facts(report), True))
     for name, frame in (("connections", report.connections), ("findings", report.findings),
-                        ("states_at_end", report.states_at())):
+                        ("states_at_end", states)):
         fh.write(b',\n"' + name.encode() + b'": [')
         if len(frame):
             fh.write(b"\n")
