@@ -23,7 +23,7 @@ venv: $(STAMP)
 # The compiled kernels (analyzer/_kernels*.so, see analyzer/native.py): rebuilt when their sources change.
 # numba's JIT cache (used with TCPA_JIT=1) misses edits to functions called from other files: dropped too.
 KERNEL_SRC := $(addprefix analyzer/,native.py capture.py decode.py engine.py flows.py layout.py segments.py seqspace.py \
-	sequence.py tcpstate.py zeekconn.py)
+	sequence.py splice.py tcpstate.py zeekconn.py)
 KERNELS := $(VENV)/.kernels
 $(KERNELS): $(KERNEL_SRC) $(STAMP)
 	@command -v gcc >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc >/dev/null)

@@ -30,8 +30,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 HERE = Path(__file__).resolve().parent
 # Every module a kernel's code or constants come from: the compiled module is stale when one of them changes.
-SOURCES = ("native", "capture", "decode", "engine", "flows", "layout", "segments", "seqspace", "sequence", "tcpstate",
-           "zeekconn")
+SOURCES = ("native", "capture", "decode", "engine", "flows", "layout", "segments", "seqspace", "sequence", "splice",
+           "tcpstate", "zeekconn")
 MODULE = "_kernels"
 
 
@@ -152,7 +152,7 @@ def build(out_dir: Path = HERE) -> Path:
     with warnings.catch_warnings():  # pycc is "pending deprecation"; it is the only AOT compiler numba has
         warnings.simplefilter("ignore")
         cc: Any = importlib.import_module("numba.pycc").CC(MODULE)
-    from . import capture, decode, engine, flows, sequence  # noqa: F401 - their entries register themselves
+    from . import capture, decode, engine, flows, sequence, splice  # noqa: F401 - their entries register themselves
 
     cc.output_dir = str(out_dir)
     cc.verbose = False

@@ -256,9 +256,15 @@ def spool_rows(frame: pd.DataFrame, spawn: Spawn, output: str) -> Spool | None:
     return Spool(pid, fd, tuple(str(c) for c in frame.columns))
 
 
-def _spooled(frame: pd.DataFrame, spool: Spool) -> Iterator[bytes]:
+SPLICE_BYTES = 4 << 20  # the spool is read this much at a time
+NEWLINE = 10
+
+
+def _spooled(frame: pd.DataFrame, spool: Spool) -> Iterator[bytes | memoryview]:
     """The table's rows in JSON, one object per line with ",\\n" between them, from what the Spool's child
-    wrote, each row completed with the columns the table gained since."""
+    wrote, each row completed with the columns the table gained since (splice.rows, a compiled pass)."""
+    from .splice import rows as splice_rows
+
     names = [str(c) for c in frame.columns]
     extra = names[len(spool.columns):]
     if tuple(names[:len(spool.columns)]) != spool.columns:  # not the table it was started on
@@ -268,29 +274,51 @@ def _spooled(frame: pd.DataFrame, spool: Spool) -> Iterator[bytes]:
     try:
         spool.join()
         os.lseek(spool.fd, 0, os.SEEK_SET)
-        ends = _ends(frame[extra]) if extra else itertools.repeat(b"}")
-        rows, rest = 0, b""
-        while piece := os.read(spool.fd, 4 << 20):
-            lines = (rest + piece).split(b"\n")
-            rest = lines.pop()
-            yield (b",\n" if rows else b"") + b",\n".join(line + next(ends) for line in lines)
-            rows += len(lines)
-        if rest or rows != len(frame):
-            raise OSError(f"the forked JSON writer gave {rows} connection rows for {len(frame)}")
+        codes, ends, end_at = _ends(frame[extra])
+        widest = int(np.diff(end_at).max()) + 2
+        buf, have, rows = np.empty(SPLICE_BYTES, np.uint8), 0, 0
+        done = np.zeros(3, np.int64)
+        while True:
+            if have == len(buf):  # a row longer than the buffer
+                buf = np.concatenate([buf, np.empty(len(buf), np.uint8)])
+            got = os.readv(spool.fd, [buf.data[have:]])
+            if not got:
+                break
+            lines = int(np.count_nonzero(buf[have:have + got] == NEWLINE))  # what was left has none
+            have += got
+            if lines:
+                out = np.empty(have + lines * widest, np.uint8)
+                splice_rows(buf, have, rows, codes, ends, end_at, out, done)
+                used, written, rows = int(done[0]), int(done[1]), rows + int(done[2])
+                yield out.data[:written]
+                buf[:have - used] = buf[used:have].copy()
+                have -= used
+        if have or rows != len(frame):
+            raise OSError(f"the forked JSON writer gave {'more than ' if have else ''}{rows} connection rows for "
+                          f"{len(frame)}")
     finally:
         spool.close()
 
 
-def _ends(frame: pd.DataFrame) -> Iterator[bytes]:
-    """The end of each row's JSON object: its columns in `frame`, and the closing brace. These few summary
-    columns take a handful of distinct values: each is serialised once."""
+
+def _ends(frame: pd.DataFrame) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """The end of each row's JSON object, its columns in `frame` and the closing brace, as splice.rows takes
+    them: each row's code, the distinct ends' bytes one after another, and where each starts (and the last
+    one ends). These few summary columns take a handful of distinct values: each is serialised once."""
+    import pandas as pd
+
+    key = np.zeros(len(frame), np.int64)
+    for name in frame.columns:  # each distinct combination of values numbered, rows as they come
+        codes, uniques = pd.factorize(frame[name], use_na_sentinel=False)
+        key = np.unique(key * len(uniques) + codes, return_inverse=True)[1].ravel()
+    _, first, code = np.unique(key, return_index=True, return_inverse=True)
     names = [str(c) for c in frame.columns]
-    memo: dict[tuple[Any, ...], bytes] = {}
-    for row in zip(*(column(frame[c]) for c in frame.columns)):
-        end = memo.get(row)
-        if end is None:
-            end = memo[row] = b"," + dumps(dict(zip(names, row)))[1:]
-        yield end
+    distinct = frame.iloc[first]
+    values = zip(*(column(distinct[c]) for c in names)) if names else [()] * len(first)
+    texts = [b"," + dumps(dict(zip(names, v)))[1:] if names else b"}" for v in values]
+    end_at = np.zeros(len(texts) + 1, np.int64)
+    end_at[1:] = np.cumsum([len(t) for t in texts])
+    return code.astype(np.int64).ravel(), np.frombuffer(b"".join(texts), np.uint8).copy(), end_at
 
 
 def to_json(report: Report, fh: IO[bytes], spool: Spool | None = None) -> None:

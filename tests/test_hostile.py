@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -615,8 +616,9 @@ def test_conn_log_written_beside_the_main_output(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.log", "both.log", "r.json"]  # no .part left
 
 
-def test_json_rows_spooled_before_the_detectors_are_byte_identical(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("splice_bytes", [None, 4096, 64])  # the spool read in pieces of many rows, or less than one
+def test_json_rows_spooled_before_the_detectors_are_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   splice_bytes: int | None) -> None:
     """analyze starts the JSON connection rows in a forked child before the detectors run, and completes each
     row with the findings summary afterwards: the same files as written in one process."""
     pcap = str(PCAPS / "showcase.pcapng")
@@ -639,6 +641,8 @@ def test_json_rows_spooled_before_the_detectors_are_byte_identical(tmp_path: Pat
     monkeypatch.setattr(writers, "spool_rows", spool_rows)
     monkeypatch.setattr(writers, "SPOOL_MIN_ROWS", 2)
     monkeypatch.setattr(writers, "CHUNK_ROWS", 3)
+    if splice_bytes is not None:
+        monkeypatch.setattr(writers, "SPLICE_BYTES", splice_bytes)
     assert run("spooled") == alone
     assert spooled and spooled[0] is not None and spooled[0].closed  # the child did write the rows
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.json", "alone.log", "spooled.json", "spooled.log"]
@@ -656,6 +660,13 @@ def test_a_spool_for_another_table_is_dropped_and_a_failed_one_fails_the_write(
     spooled = io.BytesIO()
     writers.to_json(report, spooled, spool=other)
     assert spooled.getvalue() == alone.getvalue() and other.closed
+    conns = report.connections
+    n = len(conns)
+    for rows, gave in ((conns.iloc[:-1], f"{n - 1}"), (pd.concat([conns, conns.iloc[:1]]), f"more than {n}")):
+        wrong = writers.spool_rows(rows, forks.spawn, str(tmp_path / "r.json"))
+        with pytest.raises(OSError, match=f"the forked JSON writer gave {gave} connection rows for {n}$"):
+            writers.write(report, "json", str(tmp_path / "r.json"), False, spool=wrong)
+        assert wrong is not None and wrong.closed
 
     def no_space(work: Any) -> int | None:
         return forks.spawn(lambda: (_ for _ in ()).throw(OSError(28, "No space left on device")))
