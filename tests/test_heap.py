@@ -60,3 +60,19 @@ def test_not_relaunched_where_the_user_set_hugetlb(tmp_path: Path) -> None:
 def test_the_console_script_goes_through_the_relaunch() -> None:
     script = Path(sys.executable).with_name("tcpa")
     assert "from analyzer.launch import main" in script.read_text()
+
+
+@pytest.mark.parametrize(("command", "relaunched"), [("analyze", True), ("report", True), ("live", False),
+                                                     ("--help", False)])
+def test_offline_commands_relaunch_and_live_does_not(tmp_path: Path, command: str, relaunched: bool) -> None:
+    """The launcher, with the CLI replaced by a note of each start's GLIBC_TUNABLES."""
+    probe = ("import os, sys; from analyzer import launch, cli\n"
+             "cli.main = lambda: print(os.environ.get('GLIBC_TUNABLES'))\n"
+             f"open({str(tmp_path / 'starts')!r}, 'a').write(os.environ.get('GLIBC_TUNABLES', 'unset') + '\\n')\n"
+             "launch.main()\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", heap.RELAUNCHED)}
+    done = subprocess.run([sys.executable, "-c", probe, command, "x.pcap"], env=env, capture_output=True,
+                          text=True, check=True)
+    starts = (tmp_path / "starts").read_text().splitlines()
+    assert done.stdout == "None\n"  # the CLI sees the user's environment either way
+    assert starts == (["unset", heap.HUGE_PAGES] if relaunched and heap._huge_pages_on() else ["unset"])
