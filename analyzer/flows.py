@@ -22,14 +22,14 @@ U64: TypeAlias = npt.NDArray[np.uint64]
 I64: TypeAlias = npt.NDArray[np.int64]
 
 
-@entry("u8[::1], u8[::1], u8[::1], u8[::1], u2[::1], u2[::1], u8[:, ::1], i8[::1], i8[::1], i8[::1], i8[::1]",
-       returns="i8")
+@entry("u8[::1], u8[::1], u8[::1], u8[::1], u2[::1], u2[::1], u8[:, ::1], i8[::1], i8[::1], i8[::1]", returns="i8")
 def batch_keys(src_hi: U64, src_lo: U64, dst_hi: U64, dst_lo: U64, sport: npt.NDArray[np.uint16],
-               dport: npt.NDArray[np.uint16], keys: U64, a_is_src: I64, first: I64, inverse: I64, table: I64) -> int:
-    """Each segment's canonical 4-tuple key (into keys, n x 5) and 1 in a_is_src where its source is the key's
-    first endpoint; the distinct keys in order of first appearance (their first rows into `first`) and each
-    row's index among them (`inverse`). `table` is scratch: a power of two of at least twice n entries, all
-    -1. Returns the number of distinct keys. Keys are compared whole, so hash collisions cost only a probe."""
+               dport: npt.NDArray[np.uint16], keys: U64, a_is_src: I64, inverse: I64, table: I64) -> int:
+    """The batch's distinct canonical 4-tuple keys, in order of first appearance, into keys (n x 5: only
+    those rows are written, so the rest of it is never touched); each row's index among them into `inverse`,
+    and 1 in a_is_src where its source is the key's first endpoint. `table` is scratch: a power of two of at
+    least twice n entries, all -1. Returns the number of distinct keys. Keys are compared whole, so hash
+    collisions cost only a probe."""
     mask = len(table) - 1
     m1, m2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
     distinct = 0
@@ -41,7 +41,6 @@ def batch_keys(src_hi: U64, src_lo: U64, dst_hi: U64, dst_lo: U64, sport: npt.ND
             k0, k1, k2, k3, k4 = sh, sl, dh, dl, (sp << np.uint64(16)) | dp
         else:
             k0, k1, k2, k3, k4 = dh, dl, sh, sl, (dp << np.uint64(16)) | sp
-        keys[i, 0], keys[i, 1], keys[i, 2], keys[i, 3], keys[i, 4] = k0, k1, k2, k3, k4
         a_is_src[i] = 1 if src_first else 0
         h = np.uint64(0)
         for k in (k0, k1, k2, k3, k4):
@@ -53,31 +52,30 @@ def batch_keys(src_hi: U64, src_lo: U64, dst_hi: U64, dst_lo: U64, sport: npt.ND
             d = table[at]
             if d < 0:
                 table[at] = distinct
-                first[distinct] = i
+                keys[distinct, 0], keys[distinct, 1], keys[distinct, 2] = k0, k1, k2
+                keys[distinct, 3], keys[distinct, 4] = k3, k4
                 inverse[i] = distinct
                 distinct += 1
                 break
-            j = first[d]
-            if keys[j, 0] == k0 and keys[j, 1] == k1 and keys[j, 2] == k2 and keys[j, 3] == k3 and keys[j, 4] == k4:
+            if keys[d, 0] == k0 and keys[d, 1] == k1 and keys[d, 2] == k2 and keys[d, 3] == k3 and keys[d, 4] == k4:
                 inverse[i] = d
                 break
             at = (at + 1) & mask
     return distinct
 
 
-Keyed = tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+Keyed = tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
 
 
 def keyed(seg: SegmentTable) -> Keyed:
-    """The table-independent part of FlowTable.assign (canonical keys, direction, distinct keys), which the
-    decoding thread computes ahead of the tracker."""
+    """The table-independent part of FlowTable.assign (the distinct canonical keys, each row's direction and
+    index among them), which the decoding thread computes ahead of the tracker."""
     n = len(seg)
-    keys, a_is_src = np.empty((n, KEY_WIDTH), np.uint64), np.empty(n, np.int64)
-    first, inverse = np.empty(n, np.int64), np.empty(n, np.int64)
+    keys, a_is_src, inverse = np.empty((n, KEY_WIDTH), np.uint64), np.empty(n, np.int64), np.empty(n, np.int64)
     table = np.full(1 << max(4, (2 * n - 1).bit_length()), -1, np.int64)
     distinct = batch_keys(seg.src_hi, seg.src_lo, seg.dst_hi, seg.dst_lo, seg.sport, seg.dport, keys, a_is_src,
-                          first, inverse, table)
-    return keys, a_is_src, first[:distinct], inverse
+                          inverse, table)
+    return keys[:distinct], a_is_src, inverse
 
 
 class FlowTable:
@@ -97,10 +95,9 @@ class FlowTable:
     def assign(self, seg: SegmentTable, known: Keyed) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Slot of every segment (allocating new ones) and whether its source is the key's first endpoint,
         given keyed(seg)."""
-        keys, a_is_src, first, inverse = known
+        distinct, a_is_src, inverse = known
         if len(seg) == 0:
             return np.zeros(0, np.int64), a_is_src
-        distinct = keys[first]
         slots = np.fromiter((self._slot(row) for row in distinct), dtype=np.int64, count=len(distinct))
         return slots[inverse], a_is_src
 
