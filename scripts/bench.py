@@ -3,8 +3,10 @@
     python scripts/bench.py [--sizes 0.5,1,2,4] [--repeat 3] [--peers-at 2] [--live-rates 100000]
 
 Captures (millions of packets) are generated once by scripts/gen_bench.py into bench/ and reused. For each
-repetition the tools run one after another (alternating, so drift hits all alike); the median wall time and
-the peak RSS of each are reported, with tcpa's packets/s and its ratio to each peer. Peers run only at the
+repetition the tools run one after another (alternating, so drift hits all alike); the median wall time, the
+peak RSS and the median CPU time (user + system) of each are reported, with every run's wall time, tcpa's
+packets/s and its ratio to each peer. CPU time is the steadier figure on a virtual machine, where a run can
+stall without using the CPU (see docs/performance.md). Peers run only at the
 --peers-at size (the issue's 2 M-packet capture); tcpa runs at every size to show how time and memory scale.
 
 Live: `tcpa live -i lo` (with its live view, on a pseudo-terminal) while tcpreplay sends the 2 M-packet
@@ -42,13 +44,14 @@ def capture(millions: float) -> Path:
     return path
 
 
-def measure(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command, via GNU time."""
+def measure(cmd: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MB) and CPU seconds (user + system, its children's included) of one command,
+    via GNU time."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as t:
-        subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", t.name, *cmd], check=True,
+        subprocess.run(["/usr/bin/time", "-f", "%e %M %U %S", "-o", t.name, *cmd], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wall, rss_kb = t.read().split()[-2:]
-    return float(wall), int(rss_kb) / 1024
+        wall, rss_kb, user, system = t.read().split()[-4:]
+    return float(wall), int(rss_kb) / 1024, float(user) + float(system)
 
 
 def tools(pcap: Path, out: Path, peers: bool) -> dict[str, list[str]]:
@@ -129,7 +132,7 @@ def main() -> None:
             pcap = capture(size)
             n = packets(pcap)
             cmds = tools(pcap, out, peers=size == a.peers_at)
-            runs: dict[str, list[tuple[float, float]]] = {name: [] for name in cmds}
+            runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in cmds}
             subprocess.run(cmds["tcpa"], check=True, stdout=subprocess.DEVNULL)  # warm caches (numba, page cache)
             for _ in range(a.repeat):
                 for name, cmd in cmds.items():
@@ -138,9 +141,11 @@ def main() -> None:
             for name, r in runs.items():
                 wall = statistics.median(x[0] for x in r)
                 rss = max(x[1] for x in r)
-                rows.append((size, name, n, wall, n / wall, rss))
-                print(f"{size:g}M  {name:<22} {wall:8.2f} s  {n / wall:>11,.0f} packets/s  peak RSS {rss:8.1f} MB",
-                      flush=True)
+                cpu = statistics.median(x[2] for x in r)
+                rows.append((size, name, n, wall, n / wall, rss, cpu))
+                each = " ".join(f"{x[0]:.2f}" for x in r)
+                print(f"{size:g}M  {name:<22} {wall:8.2f} s  {n / wall:>11,.0f} packets/s  peak RSS {rss:8.1f} MB  "
+                      f"CPU {cpu:6.2f} s  (runs: {each} s)", flush=True)
         tiny = ROOT / "pcaps" / "normal_close.pcap"
         startup = statistics.median(measure(tools(tiny, out, peers=False)["tcpa"])[0] for _ in range(a.repeat))
         print(f"tcpa start-up (imports, compiled code loaded, outputs of a {packets(tiny)}-packet capture): "
@@ -148,11 +153,12 @@ def main() -> None:
         for rate in [int(float(r)) for r in a.live_rates.split(",") if r]:
             print(live(rate, a.live_seconds, capture(2), out), flush=True)
     print()
-    ours = {size: pps for size, name, _, _, pps, _ in rows if name == "tcpa"}
-    for size, name, _, _, pps, _ in rows:
+    ours = {size: (pps, cpu) for size, name, _, _, pps, _, cpu in rows if name == "tcpa"}
+    for size, name, _, _, pps, _, cpu in rows:
         if name != "tcpa":
-            print(f"{size:g}M  tcpa / {name:<22} = {ours[size] / pps:6.2f}x packets/s")
-    rss = {size: r for size, name, _, _, _, r in rows if name == "tcpa"}
+            print(f"{size:g}M  tcpa / {name:<22} = {ours[size][0] / pps:6.2f}x packets/s; "
+                  f"its CPU time / tcpa's = {cpu / ours[size][1]:6.2f}x")
+    rss = {size: r for size, name, _, _, _, r, _ in rows if name == "tcpa"}
     if a.peers_at in rss:
         for size in sorted(x for x in rss if x > a.peers_at):
             print(f"{size:g}M  tcpa peak RSS {rss[size]:.0f} MB = {rss[size] / rss[a.peers_at]:.2f}x the "
