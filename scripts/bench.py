@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 PY = sys.executable
 TCPA = str(Path(PY).with_name("tcpa"))
+TINY = ROOT / "pcaps" / "normal_close.pcap"
 
 
 def capture(millions: float) -> Path:
@@ -68,7 +69,8 @@ def tools(pcap: Path, out: Path, peers: bool) -> dict[str, list[str]]:
 
 def cached(pcap: Path) -> None:
     """Read the capture once, untimed, so every tool starts with it in the page cache (this machine's
-    proactive reclaim otherwise evicts it between runs, and whoever runs next pays for the disk)."""
+    proactive reclaim otherwise evicts it between runs, and whoever runs next pays for the disk). The tools'
+    own files are warmed the same way: each runs once, untimed, on a tiny capture before each timed run."""
     with open(pcap, "rb") as fh:
         while fh.read(16 << 20):
             pass
@@ -132,10 +134,13 @@ def main() -> None:
             pcap = capture(size)
             n = packets(pcap)
             cmds = tools(pcap, out, peers=size == a.peers_at)
+            warm = tools(TINY, out, peers=size == a.peers_at)
             runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in cmds}
-            subprocess.run(cmds["tcpa"], check=True, stdout=subprocess.DEVNULL)  # warm caches (numba, page cache)
             for _ in range(a.repeat):
                 for name, cmd in cmds.items():
+                    # the tool's code and libraries back in the page cache (reclaimed after a minute unused: a
+                    # tshark run is longer than that), then the capture
+                    subprocess.run(warm[name], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     cached(pcap)
                     runs[name].append(measure(cmd))
             for name, r in runs.items():
@@ -146,9 +151,8 @@ def main() -> None:
                 each = " ".join(f"{x[0]:.2f}" for x in r)
                 print(f"{size:g}M  {name:<22} {wall:8.2f} s  {n / wall:>11,.0f} packets/s  peak RSS {rss:8.1f} MB  "
                       f"CPU {cpu:6.2f} s  (runs: {each} s)", flush=True)
-        tiny = ROOT / "pcaps" / "normal_close.pcap"
-        startup = statistics.median(measure(tools(tiny, out, peers=False)["tcpa"])[0] for _ in range(a.repeat))
-        print(f"tcpa start-up (imports, compiled code loaded, outputs of a {packets(tiny)}-packet capture): "
+        startup = statistics.median(measure(tools(TINY, out, peers=False)["tcpa"])[0] for _ in range(a.repeat))
+        print(f"tcpa start-up (imports, compiled code loaded, outputs of a {packets(TINY)}-packet capture): "
               f"{startup:.2f} s", flush=True)
         for rate in [int(float(r)) for r in a.live_rates.split(",") if r]:
             print(live(rate, a.live_seconds, capture(2), out), flush=True)
