@@ -257,12 +257,12 @@ def spool_rows(frame: pd.DataFrame, spawn: Spawn, output: str) -> Spool | None:
 
 
 SPLICE_BYTES = 4 << 20  # the spool is read this much at a time
-NEWLINE = 10
 
 
 def _spooled(frame: pd.DataFrame, spool: Spool) -> Iterator[bytes | memoryview]:
     """The table's rows in JSON, one object per line with ",\\n" between them, from what the Spool's child
     wrote, each row completed with the columns the table gained since (splice.rows, a compiled pass)."""
+    from .splice import NEWLINE
     from .splice import rows as splice_rows
 
     names = [str(c) for c in frame.columns]
@@ -300,7 +300,6 @@ def _spooled(frame: pd.DataFrame, spool: Spool) -> Iterator[bytes | memoryview]:
         spool.close()
 
 
-
 def _ends(frame: pd.DataFrame) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """The end of each row's JSON object, its columns in `frame` and the closing brace, as splice.rows takes
     them: each row's code, the distinct ends' bytes one after another, and where each starts (and the last
@@ -314,8 +313,8 @@ def _ends(frame: pd.DataFrame) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.ui
     _, first, code = np.unique(key, return_index=True, return_inverse=True)
     names = [str(c) for c in frame.columns]
     distinct = frame.iloc[first]
-    values = zip(*(column(distinct[c]) for c in names)) if names else [()] * len(first)
-    texts = [b"," + dumps(dict(zip(names, v)))[1:] if names else b"}" for v in values]
+    texts = [b"," + dumps(dict(zip(names, v)))[1:] for v in zip(*(column(distinct[c]) for c in names))] \
+        if names else [b"}"]  # no columns added: one end, the brace
     end_at = np.zeros(len(texts) + 1, np.int64)
     end_at[1:] = np.cumsum([len(t) for t in texts])
     return code.astype(np.int64).ravel(), np.frombuffer(b"".join(texts), np.uint8).copy(), end_at
