@@ -7,11 +7,10 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 from . import forks, heap, writers
 from .model import CaptureError
@@ -20,12 +19,22 @@ from .pipeline import DEFAULT_BATCH, analyze
 from .tracker import Params
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from .report import Report
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="tcpa: rebuild every TCP connection in a capture, replay both endpoints' states, "
                        "and say what went wrong.")
-err = Console(stderr=True, highlight=False)
+
+
+@cache
+def err() -> Console:
+    """The console on stderr (rich is imported when something is shown: 0.05-0.07 s of start-up)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
 
 PROGRESS_MIN_BYTES = 64 << 20
 
@@ -54,12 +63,14 @@ def parse_instant(text: str, first_ns: int) -> int:
 
 def _run(paths: list[str], params: Params, batch_frames: int, quiet: bool, **kw: Any) -> Report:
     total = sum(os.path.getsize(p) for p in paths if p != "-" and os.path.isfile(p))
-    if quiet or total < PROGRESS_MIN_BYTES or not err.is_terminal:
+    if quiet or total < PROGRESS_MIN_BYTES or not err().is_terminal:
         return analyze(paths, params=params, batch_frames=batch_frames, **kw)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
     # Redrawn at each batch rather than by a refresh thread of its own: the output writers fork, which is
     # safe only while this process runs one thread.
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TimeRemainingColumn(), console=err, transient=True, auto_refresh=False) as bar:
+                  TimeRemainingColumn(), console=err(), transient=True, auto_refresh=False) as bar:
         task = bar.add_task("analysing", total=total)
 
         def advance(size: int) -> None:
@@ -73,6 +84,7 @@ def _list_detectors(value: bool) -> None:
     """--list-detectors: every finding kind with its severity and what it means, then exit."""
     if not value:
         return
+    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="Finding kinds (tcpa analyze --detectors KIND,KIND...)", header_style="bold")
@@ -144,6 +156,8 @@ def _write_main(report: Report, fmt: str, output: str | None, force: bool, limit
                 html: str | None, spool: writers.Spool | None = None) -> None:
     """The --format output (its JSON connection rows from `spool`, if one was started), then HTML."""
     if fmt == "table":
+        from rich.console import Console
+
         from .terminal import render
         if output and output != "-":
             with writers.atomic_output(output, force) as fh:
@@ -247,7 +261,7 @@ def report_cmd(
         report = _run(captures, Params(checksums=checksums), DEFAULT_BATCH, quiet, keep_segments=True)
         from .html import write_html
         write_html(report, output, force)
-        err.print(f"wrote {output}: {len(report.connections)} connections, {len(report.findings)} findings",
+        err().print(f"wrote {output}: {len(report.connections)} connections, {len(report.findings)} findings",
                   markup=False)
     except CaptureError as exc:
         fail(exc, debug)
@@ -306,16 +320,16 @@ def live_cmd(
             buffer_mib=buffer, snaplen=snaplen,
             params=Params(time_wait=time_wait, fin_timeout=fin_timeout, idle_timeout=idle_timeout, checksums=checksums),
             settings=Settings(time_wait=time_wait, ephemeral_ports=ephemeral_ports), only=_kinds(kinds),
-            keep_segments=html is not None, view=not quiet and err.is_terminal)
+            keep_segments=html is not None, view=not quiet and err().is_terminal)
 
         def ready(dump: live.Dumpcap) -> None:
-            err.print(f"tcpa: capturing on {interface} (dumpcap pid {dump.proc.pid}); Ctrl-C stops", markup=False)
+            err().print(f"tcpa: capturing on {interface} (dumpcap pid {dump.proc.pid}); Ctrl-C stops", markup=False)
 
-        result = live.run(opts, console=err, on_ready=ready)
+        result = live.run(opts, console=err(), on_ready=ready)
         report, failure = result.report, result.failure
         _write_outputs(report, fmt, output, force, limit, None, conn_log, html)
         if result.saved:
-            err.print(f"tcpa: raw capture written to {result.saved}", markup=False)
+            err().print(f"tcpa: raw capture written to {result.saved}", markup=False)
     except CaptureError as exc:
         fail(exc, debug)
     except (OSError, ValueError, MemoryError, forks.ChildFailed) as exc:
@@ -348,7 +362,7 @@ def fail(exc: BaseException, debug: bool) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(128 + 13)
     if debug:
-        err.print_exception()
+        err().print_exception()
     sys.stderr.write(f"tcpa: error: {forks.one_line(exc)}\n")
     raise typer.Exit(2)
 
