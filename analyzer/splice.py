@@ -1,12 +1,13 @@
-"""The JSON writer's compiled step: the connection rows a forked child wrote (writers.Spool), each completed with
-the columns added after the fork, in one pass over the bytes."""
+"""The text writers' compiled steps: rows of JSON or conn.log laid out from their columns' pieces (assemble), and
+the connection rows a forked child wrote (writers.Spool) each completed with the columns added after the fork
+(rows), each in one pass over the bytes."""
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
 
-from .native import entry
+from .native import entry, kernel
 
 NEWLINE = 10
 COMMA = 44
@@ -44,3 +45,24 @@ def rows(src: npt.NDArray[np.uint8], size: int, first: int, codes: npt.NDArray[n
     done[0] = start
     done[1] = o
     done[2] = row - first
+
+
+@kernel(inline=True)
+def _put(text: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], end: npt.NDArray[np.int64], piece: int,
+         out: npt.NDArray[np.uint8], o: int) -> int:
+    for k in range(start[piece], end[piece]):
+        out[o] = text[k]
+        o += 1
+    return o
+
+
+@entry("i8[:, ::1], i8[::1], u1[::1], i8[::1], i8[::1], u1[::1]")
+def assemble(codes: npt.NDArray[np.int64], pre: npt.NDArray[np.int64], text: npt.NDArray[np.uint8],
+             start: npt.NDArray[np.int64], end: npt.NDArray[np.int64], out: npt.NDArray[np.uint8]) -> None:
+    """Rows from their columns' pieces: for row i, for column j, piece pre[j] then piece codes[j, i], where
+    piece k is text[start[k]:end[k]]. `out` must hold exactly the sum of those pieces' lengths."""
+    o = 0
+    for i in range(codes.shape[1]):
+        for j in range(codes.shape[0]):
+            o = _put(text, start, end, pre[j], out, o)
+            o = _put(text, start, end, codes[j, i], out, o)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import itertools
 import os
 import re
 import sys
@@ -152,51 +151,93 @@ Spawn = Callable[[Callable[[], None]], "int | None"]  # work run in a forked chi
 SPOOL_MIN_ROWS = 4 * CHUNK_ROWS  # below this a second process costs more than it saves
 
 
-def encoded(values: pd.Series, prefix: bytes = b"") -> list[bytes]:
-    """Each value of a column in JSON, as dumps() writes it inside a row, after `prefix`; a column at a time.
+class Pieces:
+    """Text cut into pieces, numbered in the order added, from which splice.assemble lays out rows."""
 
-    Numbers and booleans go through orjson as one array, cut at the commas (numbers hold none) where a NUL
-    (which JSON text never holds unescaped) now stands before each prefix. Other columns go through their
+    def __init__(self) -> None:
+        self.blobs: list[bytes] = []
+        self.starts: list[npt.NDArray[np.int64]] = []
+        self.ends: list[npt.NDArray[np.int64]] = []
+        self.size = self.count = 0
+
+    def cut(self, blob: bytes, start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]) -> int:
+        """Add the pieces blob[start[k]:end[k]]; the number of the first."""
+        first = self.count
+        self.blobs.append(blob)
+        self.starts.append(start + self.size)
+        self.ends.append(end + self.size)
+        self.size += len(blob)
+        self.count += len(start)
+        return first
+
+    def texts(self, texts: list[bytes]) -> int:
+        """Add each text as a piece; the number of the first."""
+        size = np.fromiter(map(len, texts), np.int64, len(texts))
+        end = np.cumsum(size)
+        return self.cut(b"".join(texts), end - size, end)
+
+    def listed(self, text: bytes) -> int:
+        """Add the values of a JSON array of numbers (orjson's, without its brackets), cut at its commas (numbers
+        hold none); the number of the first."""
+        commas = np.flatnonzero(np.frombuffer(text, np.uint8) == ord(","))
+        return self.cut(text, np.append(0, commas + 1), np.append(commas, len(text)))
+
+    def rows(self, codes: npt.NDArray[np.int64], pre: npt.NDArray[np.int64]) -> memoryview:
+        """The rows: for each row i and column j, piece pre[j] then piece codes[j, i] (splice.assemble)."""
+        from .splice import assemble
+
+        text = np.concatenate([np.frombuffer(b, np.uint8) for b in self.blobs])
+        start, end = np.concatenate(self.starts), np.concatenate(self.ends)
+        size = end - start
+        out = np.empty(int(size[codes].sum()) + codes.shape[1] * int(size[pre].sum()), np.uint8)
+        assemble(np.ascontiguousarray(codes), pre, text, start, end, out)
+        return out.data
+
+
+def _json_codes(values: pd.Series, pieces: Pieces) -> npt.NDArray[np.int64]:
+    """Each value of a column in JSON, as dumps() writes it inside a row: its piece's number, a column at a time.
+
+    Numbers and booleans go through orjson as one array, cut at the commas. Other columns go through their
     distinct values (a report's text columns repeat a few), text as one array too: in orjson's output every
     quote inside a string is escaped, so '","' occurs only between two strings.
     """
     import pandas as pd
 
-    if len(values) == 0:
-        return []
     dtype = values.dtype
+    rows = np.arange(len(values))
     if isinstance(dtype, np.dtype) and dtype.kind in "biuf":  # NaN is null either way, as in dumps()
         text = orjson.dumps(np.ascontiguousarray(values.to_numpy()), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
-        return (prefix + text.replace(b",", b"\0" + prefix)).split(b"\0")
+        return pieces.listed(text) + rows
     try:
         codes, uniques = pd.factorize(values, use_na_sentinel=True)
     except TypeError:  # values factorize cannot hash (lists): one by one
-        return [prefix + dumps(v) for v in column(values)]
+        return pieces.texts([dumps(v) for v in column(values)]) + rows
     if isinstance(dtype, pd.StringDtype) and len(uniques):
-        texts = [prefix + b'"' + t + b'"' for t in dumps(uniques.tolist())[2:-2].split(b'","')]
+        texts = [b'"' + t + b'"' for t in dumps(uniques.tolist())[2:-2].split(b'","')]
     else:
-        texts = [prefix + dumps(v) for v in column(pd.Series(uniques))]
-    texts.append(prefix + b"null")  # code -1, a missing value
-    return [texts[c] for c in codes.tolist()]
+        texts = [dumps(v) for v in column(pd.Series(uniques))]
+    texts.append(b"null")  # code -1, a missing value
+    return pieces.texts(texts) + np.asarray(codes, np.int64) % len(texts)
 
 
-def json_block(frame: pd.DataFrame, end: bytes, last_end: bytes) -> bytes:
+def json_block(frame: pd.DataFrame, end: bytes, last_end: bytes) -> bytes | memoryview:
     """The table's rows as compact JSON objects, each row's bytes what dumps() gives for its record, but without
-    its closing brace: each row is followed by `end`, the last by `last_end`. Built column by column: the
-    pieces of every row are laid out in one list by slice assignment and joined once."""
-    n, width = len(frame), len(frame.columns) + 1
+    its closing brace: each row is followed by `end`, the last by `last_end`. Built column by column, the rows
+    laid out by one compiled pass (Pieces.rows)."""
+    n, width = len(frame), len(frame.columns)
     if n == 0:
         return b""
-    pieces: list[bytes] = [end] * (n * width)
+    pieces = Pieces()
+    pre = pieces.texts([(b"{" if j == 0 else b",") + dumps(str(name)) + b":" for j, name in enumerate(frame.columns)]
+                       + [b"" if width else b"{"]) + np.arange(width + 1)
+    codes = np.empty((width + 1, n), np.int64)
     for j, name in enumerate(frame.columns):
-        pieces[j::width] = encoded(frame[name], (b"{" if j == 0 else b",") + dumps(str(name)) + b":")
-    if width == 1:
-        pieces[0::width] = [b"{" + end] * n
-    pieces[-1] = last_end if width > 1 else b"{" + last_end
-    return b"".join(pieces)
+        codes[j] = _json_codes(frame[name], pieces)
+    codes[width] = pieces.texts([end, last_end]) + (np.arange(n) == n - 1)
+    return pieces.rows(codes, pre)
 
 
-def _blocks(frame: pd.DataFrame, end: bytes, last_end: bytes) -> Iterator[bytes]:
+def _blocks(frame: pd.DataFrame, end: bytes, last_end: bytes) -> Iterator[bytes | memoryview]:
     """json_block() of the table a few thousand rows at a time (bounded memory): every row followed by `end`
     except the table's last, followed by `last_end`."""
     for start in range(0, len(frame), CHUNK_ROWS):
@@ -377,42 +418,52 @@ ZEEK_COLUMNS = ["ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "zeek_durat
                 "conn_state", "history", "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes", "tunnel"]
 
 
-def _zeek_text(values: pd.Series, empty: str) -> list[str]:
-    """A text column for conn.log, escaped, with `empty` for an empty value and '-' (unset) for a missing one."""
+def _zeek_text(values: pd.Series, empty: str, pieces: Pieces, escape: bool = True) -> npt.NDArray[np.int64]:
+    """A text column for conn.log (its pieces' numbers), escaped, with `empty` for an empty value and '-'
+    (unset) for a missing one."""
     import pandas as pd
 
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     texts: list[str] = uniques.tolist()
-    if _ZEEK_UNSAFE.search("".join(texts)) or "-" in texts:  # most captures need no escaping at all
+    if escape and (_ZEEK_UNSAFE.search("".join(texts)) or "-" in texts):  # most captures need no escaping
         texts = [zeek_escape(t) for t in texts]
     texts = [t or empty for t in texts]
     texts.append("-")  # code -1
-    return [texts[c] for c in codes.tolist()]
+    return pieces.texts([t.encode() for t in texts]) + np.asarray(codes, np.int64) % len(texts)
 
 
-def _zeek_numbers(values: pd.Series, unset: npt.NDArray[np.bool_] | None = None, fmt: str = "{}") -> list[str]:
-    """A numeric column for conn.log, each value in `fmt`, '-' where `unset`."""
-    out = list(map(fmt.format, values.tolist()))
-    for i in np.flatnonzero(unset) if unset is not None else ():
-        out[i] = "-"
-    return out
+def _zeek_numbers(values: pd.Series, pieces: Pieces, unset: npt.NDArray[np.bool_] | None = None,
+                  fmt: str = "{}") -> npt.NDArray[np.int64]:
+    """A numeric column for conn.log (its pieces' numbers), each value in `fmt`, '-' where `unset`."""
+    if fmt == "{}" and values.dtype.kind in "iu":  # integers: as orjson writes them, in one call
+        codes = pieces.listed(orjson.dumps(np.ascontiguousarray(values.to_numpy()),
+                                           option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]) + np.arange(len(values))
+    else:
+        codes = pieces.texts([fmt.format(v).encode() for v in values.tolist()]) + np.arange(len(values))
+    if unset is not None:
+        codes[unset] = pieces.texts([b"-"])
+    return codes
 
 
 def _zeek_lines(conns: pd.DataFrame) -> str:
-    """conn.log rows of the connections (ZEEK_COLUMNS), a column at a time."""
+    """conn.log rows of the connections (ZEEK_COLUMNS), a column at a time, laid out by one compiled pass."""
     dur = conns["zeek_duration"]
     unset = ~(dur > 0).to_numpy()  # Zeek leaves duration and byte counts unset on a connection of one instant
+    pieces = Pieces()
+    same = pieces.texts([b"tcp", b"-", b"0"]) + np.zeros((3, len(conns)), np.int64) + np.arange(3)[:, None]
+    tcp, unknown, zero = same
     columns = [
-        _zeek_numbers(conns["ts"], fmt="{:.6f}"), _zeek_text(conns["uid"], ""), _zeek_text(conns["orig_h"], ""),
-        _zeek_numbers(conns["orig_p"]), _zeek_text(conns["resp_h"], ""), _zeek_numbers(conns["resp_p"]),
-        itertools.repeat("tcp"), itertools.repeat("-"), _zeek_numbers(dur, unset, "{:.6f}"),
-        _zeek_numbers(conns["orig_bytes"], unset), _zeek_numbers(conns["resp_bytes"], unset),
-        conns["conn_state"].tolist(), itertools.repeat("-"), itertools.repeat("-"), itertools.repeat("0"),
-        _zeek_text(conns["history"], "-"), *(_zeek_numbers(conns[c]) for c in
-                                             ("orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes")),
-        _zeek_text(conns["tunnel"], "(empty)"),
+        _zeek_numbers(conns["ts"], pieces, fmt="{:.6f}"), _zeek_text(conns["uid"], "", pieces),
+        _zeek_text(conns["orig_h"], "", pieces), _zeek_numbers(conns["orig_p"], pieces),
+        _zeek_text(conns["resp_h"], "", pieces), _zeek_numbers(conns["resp_p"], pieces), tcp, unknown,
+        _zeek_numbers(dur, pieces, unset, "{:.6f}"), _zeek_numbers(conns["orig_bytes"], pieces, unset),
+        _zeek_numbers(conns["resp_bytes"], pieces, unset), _zeek_text(conns["conn_state"], "", pieces, False),
+        unknown, unknown, zero, _zeek_text(conns["history"], "-", pieces),
+        *(_zeek_numbers(conns[c], pieces) for c in ("orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes")),
+        _zeek_text(conns["tunnel"], "(empty)", pieces), np.full(len(conns), pieces.texts([b"\n"])),
     ]
-    return "".join(map("{}\n".format, map("\t".join, zip(*columns))))
+    pre = pieces.texts([b"", b"\t"]) + np.array([0] + [1] * (len(columns) - 2) + [0])
+    return bytes(pieces.rows(np.stack(columns), pre)).decode()
 
 
 def to_zeek(report: Report, fh: IO[str]) -> None:
