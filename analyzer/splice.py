@@ -11,6 +11,10 @@ from .native import entry, kernel
 
 NEWLINE = 10
 COMMA = 44
+QUOTE = 34
+BACKSLASH = 92
+OPENS = (91, 123)  # [ {
+CLOSES = (93, 125)  # ] }
 
 
 @entry("u1[::1], i8, i8, i8[::1], u1[::1], i8[::1], u1[::1], i8[::1]")
@@ -66,3 +70,31 @@ def assemble(codes: npt.NDArray[np.int64], pre: npt.NDArray[np.int64], text: npt
         for j in range(codes.shape[0]):
             o = _put(text, start, end, pre[j], out, o)
             o = _put(text, start, end, codes[j, i], out, o)
+
+
+@entry("u1[::1], i8[::1]", "i8")
+def commas(text: npt.NDArray[np.uint8], out: npt.NDArray[np.int64]) -> int:
+    """Where the values of a JSON array end: the top-level commas of the array's text without its brackets
+    (none inside a string, a nested array or an object), into `out`; their count, or -1 if `out` is too small."""
+    depth, quoted, escaped, k = 0, False, False, 0
+    for i in range(len(text)):
+        c = text[i]
+        if quoted:
+            if escaped:
+                escaped = False
+            elif c == BACKSLASH:
+                escaped = True
+            elif c == QUOTE:
+                quoted = False
+        elif c == QUOTE:
+            quoted = True
+        elif c == OPENS[0] or c == OPENS[1]:
+            depth += 1
+        elif c == CLOSES[0] or c == CLOSES[1]:
+            depth -= 1
+        elif c == COMMA and depth == 0:
+            if k == len(out):
+                return -1
+            out[k] = i
+            k += 1
+    return k

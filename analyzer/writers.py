@@ -176,11 +176,16 @@ class Pieces:
         end = np.cumsum(size)
         return self.cut(b"".join(texts), end - size, end)
 
-    def listed(self, text: bytes) -> int:
-        """Add the values of a JSON array of numbers (orjson's, without its brackets), cut at its commas (numbers
-        hold none); the number of the first."""
-        commas = np.flatnonzero(np.frombuffer(text, np.uint8) == ord(","))
-        return self.cut(text, np.append(0, commas + 1), np.append(commas, len(text)))
+    def listed(self, text: bytes, values: int) -> npt.NDArray[np.int64]:
+        """Add the values of a JSON array (its text without the brackets, `values` of them), cut at its top-level
+        commas; their pieces' numbers."""
+        from .splice import commas
+
+        at = np.empty(max(values, 1), np.int64)
+        cuts = commas(np.frombuffer(text, np.uint8), at) if values else -1
+        if cuts != values - 1:
+            raise ValueError(f"a JSON array of {values} values cut into {cuts + 1}")
+        return self.cut(text, np.append(0, at[:cuts] + 1), np.append(at[:cuts], len(text))) + np.arange(values)
 
     def rows(self, codes: npt.NDArray[np.int64], pre: npt.NDArray[np.int64]) -> memoryview:
         """The rows: for each row i and column j, piece pre[j] then piece codes[j, i] (splice.assemble)."""
@@ -197,27 +202,24 @@ class Pieces:
 def _json_codes(values: pd.Series, pieces: Pieces) -> npt.NDArray[np.int64]:
     """Each value of a column in JSON, as dumps() writes it inside a row: its piece's number, a column at a time.
 
-    Numbers and booleans go through orjson as one array, cut at the commas. Other columns go through their
-    distinct values (a report's text columns repeat a few), text as one array too: in orjson's output every
-    quote inside a string is escaped, so '","' occurs only between two strings.
+    Numbers and booleans go through orjson as one array, straight from numpy. Other columns go through their
+    distinct values (a report's text columns repeat a few) where factorize can hash them, one by one
+    otherwise (lists); those values too are one orjson array. Each array is cut into its values by a compiled
+    pass.
     """
     import pandas as pd
 
+    if len(values) == 0:
+        return np.empty(0, np.int64)
     dtype = values.dtype
-    rows = np.arange(len(values))
     if isinstance(dtype, np.dtype) and dtype.kind in "biuf":  # NaN is null either way, as in dumps()
-        text = orjson.dumps(np.ascontiguousarray(values.to_numpy()), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
-        return pieces.listed(text) + rows
-    try:
-        codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    except TypeError:  # values factorize cannot hash (lists): one by one
-        return pieces.texts([dumps(v) for v in column(values)]) + rows
-    if isinstance(dtype, pd.StringDtype) and len(uniques):
-        texts = [b'"' + t + b'"' for t in dumps(uniques.tolist())[2:-2].split(b'","')]
-    else:
-        texts = [dumps(v) for v in column(pd.Series(uniques))]
-    texts.append(b"null")  # code -1, a missing value
-    return pieces.texts(texts) + np.asarray(codes, np.int64) % len(texts)
+        text = orjson.dumps(np.ascontiguousarray(values.to_numpy()), option=orjson.OPT_SERIALIZE_NUMPY)
+        return pieces.listed(text[1:-1], len(values))
+    if dtype == object:  # lists, dicts, mixed values: factorize would hash each, if it can at all
+        return pieces.listed(dumps(column(values))[1:-1], len(values))
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    distinct = [*column(pd.Series(uniques)), None]  # None: code -1, a missing value
+    return pieces.listed(dumps(distinct)[1:-1], len(distinct))[np.asarray(codes, np.int64)]
 
 
 def json_block(frame: pd.DataFrame, end: bytes, last_end: bytes) -> bytes | memoryview:
@@ -437,7 +439,7 @@ def _zeek_numbers(values: pd.Series, pieces: Pieces, unset: npt.NDArray[np.bool_
     """A numeric column for conn.log (its pieces' numbers), each value in `fmt`, '-' where `unset`."""
     if fmt == "{}" and values.dtype.kind in "iu":  # integers: as orjson writes them, in one call
         codes = pieces.listed(orjson.dumps(np.ascontiguousarray(values.to_numpy()),
-                                           option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]) + np.arange(len(values))
+                                           option=orjson.OPT_SERIALIZE_NUMPY)[1:-1], len(values))
     else:
         codes = pieces.texts([fmt.format(v).encode() for v in values.tolist()]) + np.arange(len(values))
     if unset is not None:

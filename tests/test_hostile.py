@@ -702,6 +702,7 @@ def test_json_rows_built_by_column_are_what_orjson_gives_each_record() -> None:
         "b": np.arange(n) % 2 == 0, "s": pd.Series(text, dtype="str"), "na": pd.Series([None, "x"] * 5, dtype="str"),
         "I": pd.array([None, 7] * 5, dtype="Int64"), "lists": [[1, 2], []] * 5, "obj": [None, {"k": "v"}] * 5,
         "cat": pd.Categorical(["a", "b"] * 5), "u8": np.arange(n, dtype=np.uint8),
+        "nested": [["a,]", '\\"{,', []], {"k,": "[,}"}] * 5, "Int": pd.array([None, 7] * 5, dtype="Int64"),
     })
     for rows in (frame, frame.iloc[3:4], frame.iloc[:0], frame[[]]):
         want = b"".join(writers.dumps(r)[:-1] + b"|" for r in writers.records(rows))
@@ -709,6 +710,13 @@ def test_json_rows_built_by_column_are_what_orjson_gives_each_record() -> None:
         if len(rows):
             assert json.loads(b"[" + writers.json_block(rows, b"},", b"}") + b"]") == json.loads(
                 writers.dumps(writers.records(rows)))
+
+
+@pytest.mark.parametrize(("text", "values"), [(b"1,2", 3), (b"1,2,3", 1), (b"[1,2],3", 3), (b"", 2)])
+def test_json_values_cut_into_another_count_fail(text: bytes, values: int) -> None:
+    # a column's JSON array must cut into exactly one piece per row, or the rows would be laid out wrong
+    with pytest.raises(ValueError, match="cut into"):
+        writers.Pieces().listed(text, values)
 
 
 def test_conn_log_rows_escape_hostile_text() -> None:
