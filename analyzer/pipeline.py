@@ -47,7 +47,7 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
     paths = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     analysis = Analysis(params, keep_segments=keep_segments)
     facts: CaptureFacts | None = None
-    for item in prefetched(_decoded(paths, analysis.decoder, batch_frames)):
+    for item in prefetched(decoded(paths, analysis.decoder, batch_frames)):
         if isinstance(item, CaptureFacts):
             facts = _merge(facts, item)
             continue
@@ -59,7 +59,7 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
     return analysis.finish(facts, detect=detect, settings=settings, only=only, tables_ready=tables_ready)
 
 
-def _decoded(paths: list[str | os.PathLike[str]], decoder: Decoder, batch_frames: int
+def decoded(paths: list[str | os.PathLike[str]], decoder: Decoder, batch_frames: int
              ) -> Iterator[tuple[SegmentTable, Prepared, int] | CaptureFacts]:
     """Each capture's decoded batches (prepared for the tracker, with their size in bytes for progress), then the
     capture's facts."""

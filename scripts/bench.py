@@ -9,6 +9,10 @@ packets/s and its ratio to each peer. CPU time is the steadier figure on a virtu
 stall without using the CPU (see docs/performance.md). Peers run only at the
 --peers-at size (the issue's 2 M-packet capture); tcpa runs at every size to show how time and memory scale.
 
+Floor: at the peers' size, the part of tcpa that cannot be left out is timed too (`--floor`: the capture read,
+decoded and replayed through both endpoints' state machines, with no tables, detectors or outputs), as a
+ratio to tcptrace: the most any speed-up of the rest could reach.
+
 Live: `tcpa live -i lo` (with its live view, on a pseudo-terminal) while tcpreplay sends the 2 M-packet
 capture's packets onto lo at each --live-rates rate for --live-seconds; printed are the rate tcpreplay reached,
 the frames tcpa analysed and the drops dumpcap reported.
@@ -55,10 +59,31 @@ def measure(cmd: list[str]) -> tuple[float, float, float]:
     return float(wall), int(rss_kb) / 1024, float(user) + float(system)
 
 
+FLOOR = "tcpa floor (no report)"
+
+
+def floor(pcap: str) -> None:
+    """Read, decode and replay the capture as `tcpa analyze` does, two threads and all, then stop: no tables,
+    detectors or outputs, and pandas never imported."""
+    from analyzer import heap, pipeline
+    from analyzer.model import CaptureFacts
+
+    heap.pin_mmap_threshold()
+    analysis = pipeline.Analysis()
+    for item in pipeline.prefetched(pipeline.decoded([pcap], analysis.decoder, pipeline.DEFAULT_BATCH)):
+        if not isinstance(item, CaptureFacts):
+            analysis.add(item[0], item[1])
+    analysis.tracker.finish()
+    assert "pandas" not in sys.modules
+    sys.stdout.flush()
+    os._exit(0)  # as the CLI ends
+
+
 def tools(pcap: Path, out: Path, peers: bool) -> dict[str, list[str]]:
     cmds = {"tcpa": [TCPA, "analyze", str(pcap), "-q", "--force", "-f", "json", "-o", str(out / "tcpa.json"),
                      "--conn-log", str(out / "conn.log")]}
     if peers:
+        cmds[FLOOR] = [PY, __file__, "--floor", str(pcap)]
         cmds["tcptrace -l -n"] = ["tcptrace", "-l", "-n", str(pcap)]
         cmds["tshark -z conv,tcp"] = ["tshark", "-n", "-q", "-r", str(pcap), "-z", "conv,tcp"]
         cmds["tshark tcp.analysis"] = ["tshark", "-n", "-r", str(pcap), "-T", "fields", "-e", "frame.number",
@@ -122,7 +147,10 @@ def main() -> None:
     ap.add_argument("--peers-at", type=float, default=2.0)
     ap.add_argument("--live-rates", default="100000", help="packets/s sent onto lo for the live run ('' skips it)")
     ap.add_argument("--live-seconds", type=float, default=10.0)
+    ap.add_argument("--floor", metavar="PCAP", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.floor:
+        floor(a.floor)
     missing = [t for t in ("tcptrace", "tshark", "capinfos", "tcpreplay", "script") if not shutil.which(t)]
     if missing:
         sys.exit(f"bench: missing {', '.join(missing)} (apt-get install tshark tcptrace tcpreplay)")
@@ -159,14 +187,18 @@ def main() -> None:
     print()
     ours = {size: (pps, cpu) for size, name, _, _, pps, _, cpu in rows if name == "tcpa"}
     for size, name, _, _, pps, _, cpu in rows:
-        if name != "tcpa":
+        if name == FLOOR:
+            peer = next(p for s, n, _, _, p, _, _ in rows if s == size and n.startswith("tcptrace"))
+            print(f"{size:g}M  {name} / tcptrace = {pps / peer:6.2f}x packets/s: what tcpa would reach if its "
+                  f"tables, detectors and outputs took no time at all")
+        elif name != "tcpa":
             print(f"{size:g}M  tcpa / {name:<22} = {ours[size][0] / pps:6.2f}x packets/s; "
                   f"its CPU time / tcpa's = {cpu / ours[size][1]:6.2f}x")
-    rss = {size: r for size, name, _, _, _, r, _ in rows if name == "tcpa"}
-    if a.peers_at in rss:
-        for size in sorted(x for x in rss if x > a.peers_at):
-            print(f"{size:g}M  tcpa peak RSS {rss[size]:.0f} MB = {rss[size] / rss[a.peers_at]:.2f}x the "
-                  f"{a.peers_at:g}M capture's ({rss[a.peers_at]:.0f} MB)")
+    peaks = {size: r for size, name, _, _, _, r, _ in rows if name == "tcpa"}
+    if a.peers_at in peaks:
+        for size in sorted(x for x in peaks if x > a.peers_at):
+            print(f"{size:g}M  tcpa peak RSS {peaks[size]:.0f} MB = {peaks[size] / peaks[a.peers_at]:.2f}x the "
+                  f"{a.peers_at:g}M capture's ({peaks[a.peers_at]:.0f} MB)")
     print(f"machine: {os.cpu_count()} cores, {os.uname().machine}, Python {sys.version.split()[0]}")
 
 
