@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from . import engine, heap
 from .capture import open_capture
@@ -259,18 +260,30 @@ def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skip
     transitions = transitions_frame(tracker.transitions.stack(), facts.last_ns)
     conns = connections_frame(rows, hist, keys, transitions, tunnels)
     del rows, hist, keys
-    uid_of = conns.set_index("conn")["uid"]
-    transitions.insert(0, "uid", uid_of.reindex(transitions["conn"]).to_numpy())
-    events = _table(tracker.seq_events, EV_NAMES, uid_of)
+    transitions.insert(0, "uid", _uids(conns, transitions["conn"].to_numpy()))
+    events = _table(tracker.seq_events, EV_NAMES, conns)
     events["kind"] = pd.Categorical.from_codes(events.pop("kind").to_numpy(), categories=list(EVENT_NAMES)) \
         if len(events) else pd.Series([], dtype="object")
-    control = _table(tracker.control, CT_NAMES, uid_of)
-    packets = _table(tracker.segment_rows, SG_NAMES, uid_of) if tracker.keep_segments else pd.DataFrame()
+    control = _table(tracker.control, CT_NAMES, conns)
+    packets = _table(tracker.segment_rows, SG_NAMES, conns) if tracker.keep_segments else pd.DataFrame()
     return Report(capture=facts, connections=conns, transitions=transitions, skipped=skipped, segments=segments,
                   events=events, control=control, packets=packets)
 
 
-def _table(collected: Rows, names: list[str], uid_of: pd.Series) -> pd.DataFrame:
+def _uids(conns: pd.DataFrame, conn: npt.NDArray[np.int64]) -> Any:
+    """The uid of each of these connection ids (missing where not in `conns`, which is in id order), taken from
+    the uid column as it is stored: no Python string per row."""
+    import pandas as pd
+
+    ids = conns["conn"].to_numpy()
+    at = np.searchsorted(ids, conn)
+    found = at < len(ids)
+    found[found] = ids[at[found]] == conn[found]
+    at[~found] = -1
+    return pd.api.extensions.take(conns["uid"].array, at, allow_fill=True)
+
+
+def _table(collected: Rows, names: list[str], conns: pd.DataFrame) -> pd.DataFrame:
     """Rows the tracker collected, with each row's connection uid, in frame order (`collected` is emptied)."""
     import pandas as pd
 
@@ -278,8 +291,8 @@ def _table(collected: Rows, names: list[str], uid_of: pd.Series) -> pd.DataFrame
     order = np.argsort(rows[:, names.index("frame")], kind="stable")
     df = pd.DataFrame({name: rows[order, j] for j, name in enumerate(names)})  # column by column: no 2nd copy
     del rows, order
-    df.insert(0, "uid", uid_of.reindex(df["conn"]).to_numpy())
-    df["dir"] = np.where(df["dir"] == 0, "orig", "resp")
+    df.insert(0, "uid", _uids(conns, df["conn"].to_numpy()))
+    df["dir"] = pd.Series(["orig", "resp"]).array.take((df["dir"].to_numpy() != 0).astype(np.intp))
     return df
 
 
