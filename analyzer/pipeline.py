@@ -251,7 +251,7 @@ def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skip
     Rows are emptied as their tables are built, so the rows are not held twice)."""
     import pandas as pd
 
-    from .connections import connections_frame, transitions_frame
+    from .connections import categorical, connections_frame, transitions_frame
     from .report import Report
 
     order = np.argsort(tracker.conn_rows.column(C_CONN), kind="stable")  # the connections in order of id
@@ -262,7 +262,7 @@ def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skip
     del rows, hist, keys
     transitions.insert(0, "uid", _uids(conns, transitions["conn"].to_numpy()))
     events = _table(tracker.seq_events, EV_NAMES, conns)
-    events["kind"] = pd.Categorical.from_codes(events.pop("kind").to_numpy(), categories=list(EVENT_NAMES)) \
+    events["kind"] = categorical(events.pop("kind").to_numpy(), list(EVENT_NAMES)) \
         if len(events) else pd.Series([], dtype="object")
     control = _table(tracker.control, CT_NAMES, conns)
     packets = _table(tracker.segment_rows, SG_NAMES, conns) if tracker.keep_segments else pd.DataFrame()
