@@ -156,6 +156,7 @@ class Analysis:
         facts.notices.extend(self.decoder.notices)
         facts.notices.extend(self.tracker.notices)
         heap.trim()  # each phase frees most of what it allocated: see heap.trim()
+        heap.for_tables()
         report = build_report(facts, self.tracker, self.decoder.tunnels, self.decoder.skipped, self.segments)
         heap.trim()
         if tables_ready is not None:

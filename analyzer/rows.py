@@ -1,8 +1,8 @@
 """Rows the tracker keeps for the whole capture (finished connections, transitions, events, control segments),
 collected block by block in a compact form.
 
-Rows go into chunks of a few MiB. A chunk is above glibc's mmap threshold (heap.pin_mmap_threshold), so it is
-mapped on its own: rows kept to the end do not pin the heap pages around them, where each batch's arrays of a
+Rows go into chunks of at least 4 MiB. A chunk is at glibc's mmap threshold (heap.pin_mmap_threshold) or
+above, so it is mapped on its own (and numpy asks for huge pages for it): rows kept to the end do not pin the heap pages around them, where each batch's arrays of a
 few hundred KiB come and go (a list of per-batch copies left 30-40 MB of the heap unusable on the 2 M-packet
 bench capture). A full chunk is packed: each column is stored as its offset from the column's minimum in the
 chunk, in the narrowest unsigned type that holds the chunk's range (frame of reference). A finished
@@ -139,7 +139,7 @@ class Rows:
 
     def __init__(self, width: int, dtype: type, spill: bool = True) -> None:
         self.width, self.dtype = width, np.dtype(dtype)
-        self.cap = max(1, CHUNK_BYTES // (width * self.dtype.itemsize))
+        self.cap = max(1, -(-CHUNK_BYTES // (width * self.dtype.itemsize)))  # at least CHUNK_BYTES: mapped
         self.chunks: list[npt.NDArray[Any] | Packed] = []
         self.fill = 0  # rows used in the last chunk
         self.spill = spill  # packed chunks go to a Spill file (opened with the first)
