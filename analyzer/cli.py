@@ -199,6 +199,7 @@ def analyze_cmd(
     list_detectors: Annotated[bool, typer.Option("--list-detectors", is_eager=True, callback=_list_detectors, help="list the finding kinds and exit")] = False,
 ) -> None:
     """Analyse captures: connections, both endpoints' states, findings, and the end-of-capture socket counts."""
+    _preload(terminal=fmt == "table", html=bool(html))
     try:
         if fmt not in FORMATS:
             raise CaptureError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
@@ -259,6 +260,7 @@ def report_cmd(
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback on errors")] = False,
 ) -> None:
     """Write the HTML session timeline report: overview, timeline of every connection, ladders and graphs."""
+    _preload(terminal=False, html=True)
     try:
         if writers.clobbers(output) and not force:
             raise writers.OutputExists(f"{output}: exists; use --force to overwrite it")
@@ -306,6 +308,7 @@ def live_cmd(
     """
     from . import live
 
+    _preload(terminal=True, html=bool(html))
     failure = None
     try:
         if fmt not in FORMATS:
@@ -372,11 +375,13 @@ def fail(exc: BaseException, debug: bool) -> None:
 
 
 _preloading: threading.Thread | None = None
-REPORT_MODULES = ("analyzer.report", "analyzer.connections", "analyzer.detectors", "analyzer.terminal")
+REPORT_MODULES = ("analyzer.report", "analyzer.connections", "analyzer.detectors")
 
 
-def _preload() -> None:
-    """Import pandas and the modules that build and show the report while the capture is being read.
+def _preload(terminal: bool, html: bool) -> None:
+    """Start importing pandas and the modules that build the report (REPORT_MODULES), and those that show it
+    which the command's options will use (the terminal tables, the HTML report), in a thread, while the capture
+    is being read.
 
     Reading, decoding and the state machines need none of them and run compiled, without the GIL, so the
     half second of importing pandas (with pyarrow) mostly overlaps them instead of coming first. A module
@@ -385,11 +390,18 @@ def _preload() -> None:
     """
     import importlib
 
-    for name in REPORT_MODULES:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - reported where the module is used
-            return
+    names = [*REPORT_MODULES, *(["analyzer.terminal"] if terminal else []), *(["analyzer.html"] if html else [])]
+
+    def work() -> None:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - reported where the module is used
+                return
+
+    global _preloading
+    _preloading = threading.Thread(target=work, name="tcpa-preload", daemon=True)
+    _preloading.start()
 
 
 def main() -> None:
@@ -400,9 +412,6 @@ def main() -> None:
     """
     heap.pin_mmap_threshold()
     heap.arrow_on_glibc()
-    global _preloading
-    _preloading = threading.Thread(target=_preload, name="tcpa-preload", daemon=True)
-    _preloading.start()
     code: int | str | None = 0
     try:
         app()
