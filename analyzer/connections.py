@@ -7,6 +7,7 @@ rules (how the connection closed, Zeek's conn_state) are small pure functions of
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -156,41 +157,39 @@ def _ms(later: npt.NDArray[np.int64], earlier: npt.NDArray[np.int64]) -> npt.NDA
 def connections_frame(rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8], keys: npt.NDArray[np.uint64],
                       transitions: pd.DataFrame, tunnels: list[str]) -> pd.DataFrame:
     """One row per connection, in order of first packet (connection id; rows given in that order are used as
-    they are, without a sorted copy)."""
+    they are, without a sorted copy). The columns are gathered first and made a table once."""
     if (np.diff(rows[:, C_CONN]) < 0).any():
         order = np.argsort(rows[:, C_CONN], kind="stable")
         rows, hist, keys = rows[order], hist[order], keys[order]
     conn = rows[:, C_CONN]
-    df = pd.DataFrame({"conn": conn, "uid": [f"C{c:06d}" for c in conn.tolist()]})
-    df["ts"] = rows[:, C_FIRST_NS] / 1e9
-    for k, v in _addresses(keys, rows[:, C_ORIG_IS_A] == 1).items():
-        df[k] = v
-    df["first_ns"], df["last_ns"] = rows[:, C_FIRST_NS], rows[:, C_LAST_NS]
-    df["first_frame"], df["last_frame"] = rows[:, C_FIRST_FRAME], rows[:, C_LAST_FRAME]
-    df["duration"] = (rows[:, C_LAST_NS] - rows[:, C_FIRST_NS]) / 1e9
+    c: dict[str, Any] = {"conn": conn, "uid": [f"C{c:06d}" for c in conn.tolist()], "ts": rows[:, C_FIRST_NS] / 1e9}
+    c.update(_addresses(keys, rows[:, C_ORIG_IS_A] == 1))
+    c["first_ns"], c["last_ns"] = rows[:, C_FIRST_NS], rows[:, C_LAST_NS]
+    c["first_frame"], c["last_frame"] = rows[:, C_FIRST_FRAME], rows[:, C_LAST_FRAME]
+    c["duration"] = (rows[:, C_LAST_NS] - rows[:, C_FIRST_NS]) / 1e9
     for e, b in ((0, EP0), (1, EP1)):
         p = ENDPOINTS[e]
-        df[f"{p}_pkts"] = rows[:, b + E_PKTS]
-        df[f"{p}_last_ns"] = rows[:, b + E_LAST_NS]
-        df[f"{p}_ip_bytes"] = rows[:, b + E_IP_BYTES]
-        df[f"{p}_bytes"] = np.where(rows[:, b + E_PKTS] > 0, np.maximum(rows[:, b + E_SEQ_HI] - rows[:, b + E_SEQ_START], 0), 0)
-        df[f"{p}_data_pkts"] = rows[:, b + E_DATA_PKTS]
-        df[f"{p}_syns"] = rows[:, b + E_SYN_COUNT]
-        df[f"{p}_mss"] = _opt(rows[:, b + E_MSS])
-        df[f"{p}_wscale"] = _opt(rows[:, b + E_WSCALE])
-        df[f"{p}_sack_perm"] = rows[:, b + E_SACK_PERM] == 1
-        df[f"{p}_timestamps"] = rows[:, b + E_TS_OK] == 1
-    df["syn_to_synack_ms"] = _ms(rows[:, C_SYNACK_NS], rows[:, C_SYN_NS])
-    df["synack_to_ack_ms"] = _ms(rows[:, C_HS_ACK_NS], rows[:, C_SYNACK_NS])
-    df["handshake_rtt_ms"] = _ms(rows[:, C_HS_ACK_NS], rows[:, C_SYN_NS])
-    df["started"] = np.where(rows[:, C_START] == START_SYN, "syn", np.where(rows[:, C_START] == 1, "synack", "midstream"))
-    _closing(df, rows, transitions)
-    _zeek(df, rows, hist)
-    df["truncated_segments"] = rows[:, C_TRUNCATED]
-    df["bad_option_segments"] = rows[:, C_BAD_OPTS]
-    df["bad_checksum_segments"] = rows[:, C_BAD_CSUM]
-    df["tunnel"] = [tunnels[t - 1] if 0 < t <= len(tunnels) else "" for t in rows[:, C_TUNNEL].tolist()]
-    return df.reset_index(drop=True)
+        c[f"{p}_pkts"] = rows[:, b + E_PKTS]
+        c[f"{p}_last_ns"] = rows[:, b + E_LAST_NS]
+        c[f"{p}_ip_bytes"] = rows[:, b + E_IP_BYTES]
+        c[f"{p}_bytes"] = np.where(rows[:, b + E_PKTS] > 0, np.maximum(rows[:, b + E_SEQ_HI] - rows[:, b + E_SEQ_START], 0), 0)
+        c[f"{p}_data_pkts"] = rows[:, b + E_DATA_PKTS]
+        c[f"{p}_syns"] = rows[:, b + E_SYN_COUNT]
+        c[f"{p}_mss"] = _opt(rows[:, b + E_MSS])
+        c[f"{p}_wscale"] = _opt(rows[:, b + E_WSCALE])
+        c[f"{p}_sack_perm"] = rows[:, b + E_SACK_PERM] == 1
+        c[f"{p}_timestamps"] = rows[:, b + E_TS_OK] == 1
+    c["syn_to_synack_ms"] = _ms(rows[:, C_SYNACK_NS], rows[:, C_SYN_NS])
+    c["synack_to_ack_ms"] = _ms(rows[:, C_HS_ACK_NS], rows[:, C_SYNACK_NS])
+    c["handshake_rtt_ms"] = _ms(rows[:, C_HS_ACK_NS], rows[:, C_SYN_NS])
+    c["started"] = np.where(rows[:, C_START] == START_SYN, "syn", np.where(rows[:, C_START] == 1, "synack", "midstream"))
+    _closing(c, rows, transitions)
+    _zeek(c, rows, hist)
+    c["truncated_segments"] = rows[:, C_TRUNCATED]
+    c["bad_option_segments"] = rows[:, C_BAD_OPTS]
+    c["bad_checksum_segments"] = rows[:, C_BAD_CSUM]
+    c["tunnel"] = [tunnels[t - 1] if 0 < t <= len(tunnels) else "" for t in rows[:, C_TUNNEL].tolist()]
+    return pd.DataFrame(c)
 
 
 def _first(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
@@ -202,11 +201,31 @@ def _first(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np
     return out
 
 
-def _closing(df: pd.DataFrame, rows: npt.NDArray[np.int64], transitions: pd.DataFrame) -> None:
+def _final_states(conns: npt.NDArray[np.int64], transitions: pd.DataFrame, initial: npt.NDArray[np.str_]
+                  ) -> dict[str, npt.NDArray[np.str_]]:
+    """Each endpoint's state after its last transition (`initial` where it had none). The transitions come
+    sorted by connection, endpoint and time (transitions_frame): the last of each run is the one."""
+    tc = transitions["conn"].to_numpy()
+    ep = transitions["endpoint"].cat.codes.to_numpy()
+    to = np.array(transitions["to_state"].cat.categories, dtype=object)[transitions["to_state"].cat.codes.to_numpy()]
+    last = np.flatnonzero(np.append((tc[1:] != tc[:-1]) | (ep[1:] != ep[:-1]), len(tc) > 0))
+    out = {}
+    for e, p in enumerate(ENDPOINTS):
+        mine = last[ep[last] == e]  # the last transition of each connection on this side
+        at = np.searchsorted(tc[mine], conns)
+        found = at < len(mine)
+        found[found] = tc[mine][at[found]] == conns[found]
+        state = initial.astype(object)
+        state[found] = to[mine][at[found]]
+        out[f"{p}_state"] = state
+    return out
+
+
+def _closing(c: dict[str, Any], rows: npt.NDArray[np.int64], transitions: pd.DataFrame) -> None:
     """How each connection ended, who closed actively, who reset, and both endpoints' final states."""
     fin0, fin1 = rows[:, EP0 + E_FIN_NS], rows[:, EP1 + E_FIN_NS]
     rst0, rst1 = rows[:, EP0 + E_RST_NS], rows[:, EP1 + E_RST_NS]
-    conns = df["conn"].to_numpy()
+    conns = c["conn"]
     closing = np.isin(conns, transitions.loc[transitions["to_state"] == "CLOSING", "conn"].to_numpy())
     three = np.isin(conns, transitions.loc[(transitions["from_state"] == "FIN_WAIT_1")
                                            & (transitions["to_state"] == "TIME_WAIT"), "conn"].to_numpy())
@@ -217,33 +236,31 @@ def _closing(df: pd.DataFrame, rows: npt.NDArray[np.int64], transitions: pd.Data
     close = np.select(
         [reset, closing, both_fin & three, both_fin, (fin0 != NONE) | (fin1 != NONE)],
         ["reset", "simultaneous", "three_packet", "four_way", "half_closed"], default="open")
-    df["close"] = close
+    c["close"] = close
     active = _first(fin0, fin1)
     active[close == "simultaneous"] = "both"
-    df["active_closer"] = active
-    df["reset_by"] = _first(rst0, rst1)
+    c["active_closer"] = active
+    c["reset_by"] = _first(rst0, rst1)
     rst_state = np.where(rst0 != NONE, rows[:, EP0 + E_RST_STATE], rows[:, EP1 + E_RST_STATE])
     names = np.array(STATE_NAMES + ("",))
-    df["reset_state"] = np.where(first_rst != NONE, names[np.where(rst_state < 0, len(STATE_NAMES), rst_state)], "")
+    reset_state = np.where(first_rst != NONE, names[np.where(rst_state < 0, len(STATE_NAMES), rst_state)], "")
     if (rst0 != NONE).any() and (rst1 != NONE).any():
         later_orig = (rst0 != NONE) & (rst1 != NONE) & (rst1 < rst0)
-        df.loc[later_orig, "reset_state"] = names[rows[later_orig, EP1 + E_RST_STATE]]
+        reset_state[later_orig] = names[rows[later_orig, EP1 + E_RST_STATE]]
+    c["reset_state"] = reset_state
     initial = np.where(rows[:, C_START] == START_SYN, State.CLOSED.name, State.UNKNOWN.name)
-    for p in ENDPOINTS:
-        end = transitions[transitions["endpoint"] == p].groupby("conn")["to_state"].last()
-        mapped = pd.Series(conns).map(end)
-        df[f"{p}_state"] = np.where(mapped.isna(), initial, mapped.astype(object))
+    c.update(_final_states(conns, transitions, initial))
 
 
-def _zeek(df: pd.DataFrame, rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8]) -> None:
+def _zeek(c: dict[str, Any], rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8]) -> None:
     """Zeek's history string and conn_state per connection."""
     # one fixed-width byte string per row: numpy drops the trailing NULs (letters are packed from the left)
     history = [h.decode("ascii") for h in np.ascontiguousarray(hist).view(f"S{hist.shape[1]}").ravel().tolist()] \
         if hist.shape[1] else [""] * len(hist)
-    df["history"] = history
-    df["conn_state"] = [
+    c["history"] = history
+    c["conn_state"] = [
         conn_state(o, r, h, ob, rb) for o, r, h, ob, rb in
-        zip(rows[:, EP0 + E_ZSTATE].tolist(), rows[:, EP1 + E_ZSTATE].tolist(), history, df["orig_bytes"].tolist(),
-            df["resp_bytes"].tolist())]
-    df["zeek_duration"] = np.where(rows[:, C_ZLAST_NS] != NONE, (rows[:, C_ZLAST_NS] - rows[:, C_FIRST_NS]) / 1e9,
-                                   df["duration"])
+        zip(rows[:, EP0 + E_ZSTATE].tolist(), rows[:, EP1 + E_ZSTATE].tolist(), history, c["orig_bytes"].tolist(),
+            c["resp_bytes"].tolist())]
+    c["zeek_duration"] = np.where(rows[:, C_ZLAST_NS] != NONE, (rows[:, C_ZLAST_NS] - rows[:, C_FIRST_NS]) / 1e9,
+                                  c["duration"])
