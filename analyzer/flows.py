@@ -64,12 +64,9 @@ def batch_keys(src_hi: U64, src_lo: U64, dst_hi: U64, dst_lo: U64, sport: npt.ND
     return distinct
 
 
-Keyed = tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
-
-
-def keyed(seg: SegmentTable) -> Keyed:
-    """The table-independent part of FlowTable.assign (the distinct canonical keys, each row's direction and
-    index among them), which the decoding thread computes ahead of the tracker."""
+def keyed(seg: SegmentTable) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The table-independent part of FlowTable.assign: the batch's distinct canonical keys, and each row's
+    direction and index among them."""
     n = len(seg)
     keys, a_is_src, inverse = np.empty((n, KEY_WIDTH), np.uint64), np.empty(n, np.int64), np.empty(n, np.int64)
     table = np.full(1 << max(4, (2 * n - 1).bit_length()), -1, np.int64)
@@ -92,10 +89,9 @@ class FlowTable:
         """Slots allocated (live or free)."""
         return len(self.keys)
 
-    def assign(self, seg: SegmentTable, known: Keyed) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """Slot of every segment (allocating new ones) and whether its source is the key's first endpoint,
-        given keyed(seg)."""
-        distinct, a_is_src, inverse = known
+    def assign(self, seg: SegmentTable) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Slot of every segment (allocating new ones) and whether its source is the key's first endpoint."""
+        distinct, a_is_src, inverse = keyed(seg)
         if len(seg) == 0:
             return np.zeros(0, np.int64), a_is_src
         slots = np.fromiter((self._slot(row) for row in distinct), dtype=np.int64, count=len(distinct))

@@ -23,7 +23,7 @@ from .options import RANK, SEVERITIES, Settings
 from .rows import Rows
 from .segments import SegmentTable
 from .sequence import EV_NAMES, EVENT_NAMES
-from .tracker import CT_NAMES, SG_NAMES, Params, Prepared, Tracker, prepare
+from .tracker import CT_NAMES, SG_NAMES, Params, Tracker
 
 if TYPE_CHECKING:  # pandas and the modules built on it load while the capture is read: see cli._preload()
     import pandas as pd
@@ -52,8 +52,8 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
         if isinstance(item, CaptureFacts):
             facts = _merge(facts, item)
             continue
-        seg, prepared, size = item
-        analysis.add(seg, prepared)
+        seg, size = item
+        analysis.add(seg)
         if progress:
             progress(size)
     assert facts is not None
@@ -61,14 +61,13 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
 
 
 def decoded(paths: list[str | os.PathLike[str]], decoder: Decoder, batch_frames: int
-             ) -> Iterator[tuple[SegmentTable, Prepared, int] | CaptureFacts]:
-    """Each capture's decoded batches (prepared for the tracker, with their size in bytes for progress), then the
-    capture's facts."""
+             ) -> Iterator[tuple[SegmentTable, int] | CaptureFacts]:
+    """Each capture's decoded batches (with their size in bytes, for progress), then the capture's facts."""
     for path in paths:
         with open_capture(path, batch_frames=batch_frames) as capture:
             for batch in capture:
                 seg = decoder.decode(batch)
-                yield seg, prepare(seg), int(batch.caplen.sum()) + 16 * len(batch)
+                yield seg, int(batch.caplen.sum()) + 16 * len(batch)
             yield capture.facts
 
 
@@ -135,13 +134,10 @@ class Analysis:
         """Decode one batch and run its segments through the tracker; returns the batch's TCP segments."""
         return self.add(self.decoder.decode(batch))
 
-    def add(self, seg: SegmentTable, prepared: Prepared | None = None) -> int:
-        """Run one decoded batch (from self.decoder) through the tracker; returns its TCP segments.
-
-        `prepared` is tracker.prepare(seg), when the decoding thread computed it.
-        """
+    def add(self, seg: SegmentTable) -> int:
+        """Run one decoded batch (from self.decoder) through the tracker; returns its TCP segments."""
         self.segments += len(seg)
-        self.tracker.feed(seg, prepared)
+        self.tracker.feed(seg)
         return len(seg)
 
     def finish(self, facts: CaptureFacts, *, detect: bool = True, settings: Settings | None = None,

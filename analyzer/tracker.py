@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import engine, sequence
-from .flows import FlowTable, Keyed, keyed
+from .flows import FlowTable
 from .layout import (
     C_CONN,
     C_FIRST_FRAME,
@@ -68,19 +68,6 @@ WIDE = ("flags", "seq", "ack", "win", "payload_len", "ip_len", "mss", "wscale", 
 
 
 @dataclass(frozen=True, slots=True)
-class Prepared:
-    """What feeding a batch needs that does not depend on the tracker's state: its flow keys and its WIDE
-    columns as int64. The decoding thread computes it ahead of the tracker (pipeline.analyze)."""
-
-    keyed: Keyed
-    wide: dict[str, npt.NDArray[np.int64]]
-
-
-def prepare(seg: SegmentTable) -> Prepared:
-    return Prepared(keyed(seg), {name: getattr(seg, name).astype(np.int64) for name in WIDE})
-
-
-@dataclass(frozen=True, slots=True)
 class Params:
     """Timers and policies, in seconds; defaults are Linux's and Zeek's."""
 
@@ -124,7 +111,7 @@ class Tracker:
         self.aged_targets: dict[str, int] = {}  # server ip:port -> attempts aged out
         self.notices: list[Notice] = []
 
-    def feed(self, seg: SegmentTable, prepared: Prepared | None = None) -> None:
+    def feed(self, seg: SegmentTable) -> None:
         """Run one batch of segments through the engine."""
         n = len(seg)
         if n > SYN_SPLIT and int(((seg.flags & 0x12) == 0x02).sum()) > SYN_SPLIT:
@@ -133,16 +120,15 @@ class Tracker:
             for i in range(0, n, SYN_SPLIT):
                 self._feed(seg.take(np.arange(i, min(n, i + SYN_SPLIT))))
             return
-        self._feed(seg, prepared)
+        self._feed(seg)
 
-    def _feed(self, seg: SegmentTable, prepared: Prepared | None = None) -> None:
+    def _feed(self, seg: SegmentTable) -> None:
         n = len(seg)
         if n == 0:
             return
-        p = prepared or prepare(seg)
-        slots, a_is_src = self.flows.assign(seg, p.keyed)
+        slots, a_is_src = self.flows.assign(seg)
         self._fit()
-        w = p.wide
+        w = {name: getattr(seg, name).astype(np.int64) for name in WIDE}
         cols = (slots, a_is_src, seg.frame, seg.ts_ns, w["flags"], w["seq"], w["ack"], w["win"], w["payload_len"],
                 w["ip_len"], w["mss"], w["wscale"], seg.sack_perm, seg.has_ts, w["csum_ok"], seg.truncated,
                 w["opt_error"], w["tunnel"], w["sport"], w["dport"])

@@ -72,7 +72,7 @@ def floor(pcap: str) -> None:
     analysis = pipeline.Analysis()
     for item in pipeline.prefetched(pipeline.decoded([pcap], analysis.decoder, pipeline.DEFAULT_BATCH)):
         if not isinstance(item, CaptureFacts):
-            analysis.add(item[0], item[1])
+            analysis.add(item[0])
     analysis.tracker.finish()
     assert "pandas" not in sys.modules
     sys.stdout.flush()
