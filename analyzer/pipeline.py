@@ -154,6 +154,7 @@ class Analysis:
         heap.trim()  # each phase frees most of what it allocated: see heap.trim()
         heap.for_tables()
         report = build_report(facts, self.tracker, self.decoder.tunnels, self.decoder.skipped, self.segments)
+        self.tracker.release()
         heap.trim()
         if tables_ready is not None:
             tables_ready(report)

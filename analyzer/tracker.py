@@ -189,6 +189,14 @@ class Tracker:
                 f"{self.max_half_open}; oldest first): counted here, not listed as connections ({where}); "
                 f"first: frame {self.aged_first_frame}"))
 
+    def release(self) -> None:
+        """Let go of the live table, the sequence-analysis state and the per-batch buffers (after finish(), once
+        the report's tables are built from the collected rows): 10-20 MB that the detectors need no more."""
+        for name in ("st", "hist", "tr", "done", "done_hist", "seq_st"):
+            old = getattr(self, name)
+            setattr(self, name, np.empty((0, *old.shape[1:]), old.dtype))
+        self.flows = FlowTable(1)
+
     def _age_out(self) -> None:
         """Keep at most max_half_open half-open attempts live: drop the oldest beyond that, and count them."""
         st = self.st[: self.flows.used]
