@@ -268,7 +268,7 @@ def report_cmd(
         from .html import write_html
         write_html(report, output, force)
         err().print(f"wrote {output}: {len(report.connections)} connections, {len(report.findings)} findings",
-                  markup=False)
+                    markup=False)
     except CaptureError as exc:
         fail(exc, debug)
     except (OSError, ValueError, MemoryError, forks.ChildFailed) as exc:

@@ -201,6 +201,15 @@ def _first(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np
     return out
 
 
+def positions(ids: npt.NDArray[np.int64], wanted: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+    """Where each of `wanted` is in `ids` (sorted, distinct), -1 where it is not."""
+    at = np.searchsorted(ids, wanted)
+    found = at < len(ids)
+    found[found] = ids[at[found]] == wanted[found]
+    at[~found] = -1
+    return at
+
+
 def _final_states(conns: npt.NDArray[np.int64], transitions: pd.DataFrame, initial: npt.NDArray[np.str_]
                   ) -> dict[str, npt.NDArray[np.str_]]:
     """Each endpoint's state after its last transition (`initial` where it had none). The transitions come
@@ -212,11 +221,9 @@ def _final_states(conns: npt.NDArray[np.int64], transitions: pd.DataFrame, initi
     out = {}
     for e, p in enumerate(ENDPOINTS):
         mine = last[ep[last] == e]  # the last transition of each connection on this side
-        at = np.searchsorted(tc[mine], conns)
-        found = at < len(mine)
-        found[found] = tc[mine][at[found]] == conns[found]
+        at = positions(tc[mine], conns)
         state = initial.astype(object)
-        state[found] = to[mine][at[found]]
+        state[at >= 0] = to[mine][at[at >= 0]]
         out[f"{p}_state"] = state
     return out
 

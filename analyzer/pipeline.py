@@ -61,7 +61,7 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
 
 
 def decoded(paths: list[str | os.PathLike[str]], decoder: Decoder, batch_frames: int
-             ) -> Iterator[tuple[SegmentTable, int] | CaptureFacts]:
+            ) -> Iterator[tuple[SegmentTable, int] | CaptureFacts]:
     """Each capture's decoded batches (with their size in bytes, for progress), then the capture's facts."""
     for path in paths:
         with open_capture(path, batch_frames=batch_frames) as capture:
@@ -273,12 +273,9 @@ def _uids(conns: pd.DataFrame, conn: npt.NDArray[np.int64]) -> Any:
     the uid column as it is stored: no Python string per row."""
     import pandas as pd
 
-    ids = conns["conn"].to_numpy()
-    at = np.searchsorted(ids, conn)
-    found = at < len(ids)
-    found[found] = ids[at[found]] == conn[found]
-    at[~found] = -1
-    return pd.api.extensions.take(conns["uid"].array, at, allow_fill=True)
+    from .connections import positions
+
+    return pd.api.extensions.take(conns["uid"].array, positions(conns["conn"].to_numpy(), conn), allow_fill=True)
 
 
 def _table(collected: Rows, names: list[str], conns: pd.DataFrame) -> pd.DataFrame:

@@ -1,13 +1,13 @@
 """Rows the tracker keeps for the whole capture (finished connections, transitions, events, control segments),
 collected block by block in a compact form.
 
-Rows go into chunks of at least 4 MiB. A chunk is at glibc's mmap threshold (heap.pin_mmap_threshold) or
-above, so it is mapped on its own (and numpy asks for huge pages for it): rows kept to the end do not pin the heap pages around them, where each batch's arrays of a
-few hundred KiB come and go (a list of per-batch copies left 30-40 MB of the heap unusable on the 2 M-packet
-bench capture). A full chunk is packed: each column is stored as its offset from the column's minimum in the
-chunk, in the narrowest unsigned type that holds the chunk's range (frame of reference). A finished
-connection's 105 int64 counters then take about 340 bytes instead of 840, and the rows of a capture about 2.7
-times less memory. Packing is exact, and stack() gives back the original rows.
+Rows go into chunks of at least 4 MiB. A chunk is at glibc's mmap threshold (heap.pin_mmap_threshold) or above, so
+it is mapped on its own (and numpy asks for huge pages for it): rows kept to the end do not pin the heap pages
+around them, where each batch's arrays of a few hundred KiB come and go (a list of per-batch copies left 30-40 MB of
+the heap unusable on the 2 M-packet bench capture). A full chunk is packed: each column is stored as its offset from
+the column's minimum in the chunk, in the narrowest unsigned type that holds the chunk's range (frame of reference).
+A finished connection's 105 int64 counters then take about 340 bytes instead of 840, and the rows of a capture about
+2.7 times less memory. Packing is exact, and stack() gives back the original rows.
 
 A packed chunk is then written to a Spill file (unlinked, in the temporary directory) and read back only when
 the report is built, so while the capture is read what the analysis keeps of finished connections takes disk

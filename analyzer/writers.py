@@ -176,6 +176,10 @@ class Pieces:
         end = np.cumsum(size)
         return self.cut(b"".join(texts), end - size, end)
 
+    def same(self, text: bytes, n: int) -> npt.NDArray[np.int64]:
+        """Add `text` as one piece; its number n times (a column that holds it on every row)."""
+        return np.full(n, self.texts([text]), np.int64)
+
     def listed(self, text: bytes, values: int) -> npt.NDArray[np.int64]:
         """Add the values of a JSON array (its text without the brackets, `values` of them), cut at its top-level
         commas; their pieces' numbers."""
@@ -452,8 +456,7 @@ def _zeek_lines(conns: pd.DataFrame) -> str:
     dur = conns["zeek_duration"]
     unset = ~(dur > 0).to_numpy()  # Zeek leaves duration and byte counts unset on a connection of one instant
     pieces = Pieces()
-    same = pieces.texts([b"tcp", b"-", b"0"]) + np.zeros((3, len(conns)), np.int64) + np.arange(3)[:, None]
-    tcp, unknown, zero = same
+    tcp, unknown, zero = (pieces.same(text, len(conns)) for text in (b"tcp", b"-", b"0"))
     columns = [
         _zeek_numbers(conns["ts"], pieces, fmt="{:.6f}"), _zeek_text(conns["uid"], "", pieces),
         _zeek_text(conns["orig_h"], "", pieces), _zeek_numbers(conns["orig_p"], pieces),
@@ -462,7 +465,7 @@ def _zeek_lines(conns: pd.DataFrame) -> str:
         _zeek_numbers(conns["resp_bytes"], pieces, unset), _zeek_text(conns["conn_state"], "", pieces, False),
         unknown, unknown, zero, _zeek_text(conns["history"], "-", pieces),
         *(_zeek_numbers(conns[c], pieces) for c in ("orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes")),
-        _zeek_text(conns["tunnel"], "(empty)", pieces), np.full(len(conns), pieces.texts([b"\n"])),
+        _zeek_text(conns["tunnel"], "(empty)", pieces), pieces.same(b"\n", len(conns)),
     ]
     pre = pieces.texts([b"", b"\t"]) + np.array([0] + [1] * (len(columns) - 2) + [0])
     return bytes(pieces.rows(np.stack(columns), pre)).decode()
