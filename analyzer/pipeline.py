@@ -62,9 +62,10 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
 
 def decoded(paths: list[str | os.PathLike[str]], decoder: Decoder, batch_frames: int
             ) -> Iterator[tuple[SegmentTable, int] | CaptureFacts]:
-    """Each capture's decoded batches (with their size in bytes, for progress), then the capture's facts."""
+    """Each capture's decoded batches (with their size in bytes, for progress), then the capture's facts. Each
+    batch is decoded before the next is read, so the batches share one read buffer."""
     for path in paths:
-        with open_capture(path, batch_frames=batch_frames) as capture:
+        with open_capture(path, batch_frames=batch_frames, reuse=True) as capture:
             for batch in capture:
                 seg = decoder.decode(batch)
                 yield seg, int(batch.caplen.sum()) + 16 * len(batch)

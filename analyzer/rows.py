@@ -144,6 +144,8 @@ class Rows:
         self.fill = 0  # rows used in the last chunk
         self.spill = spill  # packed chunks go to a Spill file (opened with the first)
         self._spill: Spill | None = None
+        self._spare: npt.NDArray[Any] | None = None  # a packed chunk's array, to be the next chunk
+        self._lent: npt.NDArray[Any] | None = None  # the last chunk, if a copy() shares it: never reused
 
     def __len__(self) -> int:
         return sum(map(len, self.chunks[:-1])) + self.fill if self.chunks else 0
@@ -153,8 +155,9 @@ class Rows:
         while at < len(block):
             if not self.chunks or self.fill == len(self.chunks[-1]):
                 self._seal()
-                self.chunks.append(np.empty((self.cap, self.width), self.dtype))
-                self.fill = 0
+                self.chunks.append(self._spare if self._spare is not None else np.empty((self.cap, self.width),
+                                                                                        self.dtype))
+                self._spare, self.fill = None, 0
             last = self.chunks[-1]
             assert isinstance(last, np.ndarray)
             k = min(len(last) - self.fill, len(block) - at)
@@ -163,12 +166,14 @@ class Rows:
             at += k
 
     def _seal(self) -> None:
-        """Pack the last chunk, now full (8-byte rows only: narrower ones gain nothing)."""
-        if self.chunks and isinstance(self.chunks[-1], np.ndarray) and self.dtype.itemsize == 8:
+        """Pack the last chunk, now full (8-byte rows only: narrower ones gain nothing). Its array then holds the
+        next chunk's rows (unless a copy shares it): a fresh one is 4 MiB of pages faulted in and zeroed."""
+        if self.chunks and isinstance(last := self.chunks[-1], np.ndarray) and self.dtype.itemsize == 8:
             if self.spill and self._spill is None:
                 self._spill = Spill.open()
                 self.spill = self._spill is not None
-            self.chunks[-1] = Packed.of(self.chunks[-1], self._spill)
+            self.chunks[-1] = Packed.of(last, self._spill)
+            self._spare = last if last is not self._lent else None
 
     def _parts(self) -> list[npt.NDArray[Any] | Packed]:
         if not self.chunks:
@@ -182,6 +187,8 @@ class Rows:
         out = Rows(self.width, self.dtype.type, self.spill)
         out._spill = self._spill
         out.chunks = self._parts()
+        if self.chunks:  # the open chunk (an array: only full chunks are packed), now shared
+            self._lent, out._lent = self.chunks[-1], out.chunks[-1]  # type: ignore[assignment]
         out.fill = len(out.chunks[-1]) if out.chunks else 0
         return out
 

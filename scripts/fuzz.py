@@ -386,7 +386,14 @@ class Watchdog:
         self.data: bytes | None = None
         self.started = 0.0
         self.lock = threading.Lock()
-        threading.Thread(target=self._watch, daemon=True).start()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="tcpa-fuzz-watchdog", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """End the thread: none may outlive the run (tcpa forks its output writers only while it runs alone)."""
+        self.stopped.set()
+        self.thread.join()
 
     @contextlib.contextmanager
     def guard(self, data: bytes) -> Iterator[None]:
@@ -399,8 +406,7 @@ class Watchdog:
                 self.data = None
 
     def _watch(self) -> None:
-        while True:
-            time.sleep(0.5)
+        while not self.stopped.wait(0.5):
             with self.lock:
                 data, started = self.data, self.started
             if data is not None and time.monotonic() - started > self.timeout:
@@ -445,7 +451,7 @@ def fuzz(*, seconds: float | None = None, executions: int | None = None, seed: i
     t0 = time.monotonic()
     seen: set[str] = set()
     last_report = t0
-    with tempfile.TemporaryDirectory(prefix="tcpa-fuzz-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tcpa-fuzz-") as tmp, contextlib.closing(watchdog):
         path = os.path.join(tmp, "input.pcap")
         while True:
             if executions is not None and res.executions >= executions:

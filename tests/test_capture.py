@@ -459,6 +459,10 @@ def test_records_spanning_read_chunks(tmp_path: Path, monkeypatch: pytest.Monkey
     facts, got = read_all(path, batch_frames=5)
     assert rows(got) == rows(want)
     assert facts.notices == []
+    # One buffer for all batches (the pipeline's reader): each batch read before the next is asked for
+    with open_capture(path, batch_frames=5, reuse=True) as cap:
+        shared = [rows([b]) for b in cap]
+    assert [r for batch in shared for r in batch] == rows(want)
 
 
 # --- truncation and damage ------------------------------------------------------------------------------------

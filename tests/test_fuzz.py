@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,7 @@ def test_short_seeded_fuzz_run_finds_no_crash() -> None:
     print(f"fuzz: {res.executions} executions in {res.seconds:.0f} s, {res.rejected} rejected with a clear error, "
           f"{len(res.crashes)} crashes")
     assert res.executions == EXECUTIONS
+    assert not any(t.name == "tcpa-fuzz-watchdog" for t in threading.enumerate())  # later tests fork
     assert not res.crashes, "\n\n".join(f"{p}:\n{tb}" for p, tb in res.crashes[:3])
 
 

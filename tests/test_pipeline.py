@@ -86,6 +86,24 @@ def test_rows_collected_across_chunks_come_back_in_order(monkeypatch: pytest.Mon
     assert len(rows) == 0 and rows.stack().shape == (0, 2)
 
 
+def test_a_packed_chunk_holds_the_next_rows_unless_a_copy_shares_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rows_module, "CHUNK_BYTES", 3 * 2 * 8)
+    data = np.arange(60, dtype=np.int64).reshape(30, 2)
+    rows = rows_module.Rows(2, np.int64)
+    rows.append(data[:4])  # one chunk packed, the second open
+    first_open = rows.chunks[-1]
+    rows.append(data[4:7])  # the open one packed: its array takes the seventh row
+    assert rows.chunks[-1] is first_open
+    snapshot = rows.copy()  # shares the open chunk (one row in it)...
+    shared = rows.chunks[-1]
+    for i in range(7, 30):  # ...which the original then fills, packs and must not write into again
+        rows.append(data[i:i + 1])
+        assert not any(c is shared for c in rows.chunks[1:-1] if isinstance(c, np.ndarray))
+    snapshot.append(data[:5] * -1)
+    assert np.array_equal(snapshot.stack(), np.concatenate([data[:7], data[:5] * -1]))
+    assert np.array_equal(rows.stack(), data)
+
+
 @pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.uint8])
 def test_packed_rows_come_back_exactly(monkeypatch: pytest.MonkeyPatch, dtype: type) -> None:
     monkeypatch.setattr(rows_module, "CHUNK_BYTES", 1000 * 6 * np.dtype(dtype).itemsize)
