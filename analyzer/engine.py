@@ -375,14 +375,16 @@ def hold(st, s, e, event, ns, frame) -> None:  # type: ignore[no-untyped-def]
     st[s, b + E_PEND_FRAME] = frame
 
 
-@entry("i8, i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], "
-       "i8[::1], b1[::1], b1[::1], i8[::1], b1[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[:, ::1], u1[:, ::1], "
+@entry("i8, i8[::1], i8[::1], i8[::1], i8[::1], u2[::1], u4[::1], u4[::1], u2[::1], i4[::1], i4[::1], i4[::1], "
+       "i2[::1], b1[::1], b1[::1], i1[::1], b1[::1], u1[::1], i4[::1], u2[::1], u2[::1], i8[:, ::1], u1[:, ::1], "
        "i1[:, ::1], i8[::1], i8[::1], i8[::1], i8[:, ::1], i8[:, ::1], u1[:, ::1], i8[::1], i8[::1]", returns="i8")
 def run(start_i, slot, a_is_src, frame, ts, flags, seq, ack, win, payload_len, ip_len, mss, wscale,  # type: ignore[no-untyped-def]
         sack_perm, has_ts, csum_ok, truncated, opt_error, tunnel, sport, dport,
         st, hist, table, params, server_port, g, tr, done, done_hist, seg_conn, seg_dir) -> int:
     """Process segments from start_i on; return the index reached (len(slot) when the batch is done).
 
+    The segment columns come as the decoder stores them (SegmentTable's types: no int64 copy per batch); every
+    value is read into an int64 before any arithmetic, as unsigned narrow values would wrap.
     seg_conn and seg_dir receive each segment's connection id and direction (0: from the originator).
     """
     n = len(slot)
@@ -392,22 +394,24 @@ def run(start_i, slot, a_is_src, frame, ts, flags, seq, ack, win, payload_len, i
             return i
         s = slot[i]
         ns = ts[i]
-        f = flags[i]
+        f, sq, ak, wn = np.int64(flags[i]), np.int64(seq[i]), np.int64(ack[i]), np.int64(win[i])
+        ln = np.int64(payload_len[i])
         if st[s, C_CONN] != NONE:
             snd0 = 0 if a_is_src[i] == st[s, C_ORIG_IS_A] else 1
             run_timers(st, s, ns, params, table, tr, g)
-            if is_reuse(st, s, snd0, f, seq[i], ns, params):
+            if is_reuse(st, s, snd0, f, sq, ns, params):
                 settle(st, s, ns, params, table, tr, g)
                 finish(st, s, hist, done, done_hist, g)
         if st[s, C_CONN] == NONE:
-            start(st, s, hist, a_is_src[i], f, frame[i], ns, tunnel[i], sport[i], dport[i], server_port, g)
+            start(st, s, hist, a_is_src[i], f, frame[i], ns, np.int64(tunnel[i]), np.int64(sport[i]),
+                  np.int64(dport[i]), server_port, g)
         snd = 0 if a_is_src[i] == st[s, C_ORIG_IS_A] else 1
         rcv = 1 - snd
         seg_conn[i] = st[s, C_CONN]
         seg_dir[i] = snd
         if params[P_CHECKSUMS] and csum_ok[i] == 0:
             st[s, C_BAD_CSUM] += 1
-            zeek_packet(st, s, hist, snd, f, seq[i], ack[i], win[i], payload_len[i], ns, True)
+            zeek_packet(st, s, hist, snd, f, sq, ak, wn, ln, ns, True)
             continue  # a corrupt segment tells nothing reliable (Zeek drops it the same way)
         st[s, C_LAST_NS] = ns
         st[s, C_LAST_FRAME] = frame[i]
@@ -415,11 +419,11 @@ def run(start_i, slot, a_is_src, frame, ts, flags, seq, ack, win, payload_len, i
             st[s, C_TRUNCATED] += 1
         if opt_error[i]:
             st[s, C_BAD_OPTS] += 1
-        count(st, s, snd, i, f, seq[i], payload_len, ip_len, ns, frame[i], mss, wscale, sack_perm, has_ts)
-        handshake_times(st, s, snd, f, ack[i], ns, frame[i])
-        sender_events(st, s, snd, rcv, f, seq[i], ack[i], payload_len[i], ns, frame[i], table, tr, g)
-        receiver_events(st, s, snd, rcv, f, ack[i], ns, frame[i], table, tr, g)
-        zeek_packet(st, s, hist, snd, f, seq[i], ack[i], win[i], payload_len[i], ns, False)
+        count(st, s, snd, i, f, sq, payload_len, ip_len, ns, frame[i], mss, wscale, sack_perm, has_ts)
+        handshake_times(st, s, snd, f, ak, ns, frame[i])
+        sender_events(st, s, snd, rcv, f, sq, ak, ln, ns, frame[i], table, tr, g)
+        receiver_events(st, s, snd, rcv, f, ak, ns, frame[i], table, tr, g)
+        zeek_packet(st, s, hist, snd, f, sq, ak, wn, ln, ns, False)
     return n
 
 

@@ -94,12 +94,13 @@ def _emit(ev, n, frame, conn, d, kind, value, ref, ln, sq, now) -> int:  # type:
     return n + 1
 
 
-@entry("i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], "
+@entry("i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], u2[::1], u4[::1], u4[::1], u2[::1], i4[::1], i2[::1], "
        "i8[:, ::1], i8[:, ::1], b1", returns="i8")
 def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st, ev, rtt) -> int:  # type: ignore[no-untyped-def]
     """Analyse one batch; events go to ev (sized by the caller: MAX_EVENTS_PER_SEGMENT per segment).
 
-    rtt: also emit an ack_rtt event for every ACK that acknowledges a recent segment exactly.
+    rtt: also emit an ack_rtt event for every ACK that acknowledges a recent segment exactly. The segment
+    columns come in SegmentTable's types, each value read into an int64 before any arithmetic.
     """
     n = 0
     for i in range(len(slot)):
@@ -107,7 +108,9 @@ def run(slot, conn, direction, frame, ts, flags, seq, ack, win, plen, wscale, st
         d = direction[i]
         f = DW * d
         r = DW * (1 - d)
-        fl, sq, ak, w, ln, now, fr = flags[i], seq[i], ack[i], win[i], plen[i], ts[i], frame[i]
+        fl, sq, ak, w = np.int64(flags[i]), np.int64(seq[i]), np.int64(ack[i]), np.int64(win[i])
+        ln = np.int64(plen[i])
+        now, fr = ts[i], frame[i]
         # Wireshark's conversation: a slot handed to a new 4-tuple, or a SYN with a new ISN, starts afresh.
         if st[s, S_CONN] == UNSET or ((fl & SYN) and st[s, f + D_SEEN] and sq != st[s, f + D_BASE_SEQ]):
             _reset(st, s, c)

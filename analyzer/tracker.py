@@ -63,10 +63,6 @@ SG_NAMES = ["conn", "dir", "frame", "ts_ns", "flags", "seq", "ack", "len", "win"
 SG_WIDTH = len(SG_NAMES)
 
 
-WIDE = ("flags", "seq", "ack", "win", "payload_len", "ip_len", "mss", "wscale", "csum_ok", "opt_error", "tunnel",
-        "sport", "dport")  # the segment columns the compiled stages read as int64
-
-
 @dataclass(frozen=True, slots=True)
 class Params:
     """Timers and policies, in seconds; defaults are Linux's and Zeek's."""
@@ -128,10 +124,9 @@ class Tracker:
             return
         slots, a_is_src = self.flows.assign(seg)
         self._fit()
-        w = {name: getattr(seg, name).astype(np.int64) for name in WIDE}
-        cols = (slots, a_is_src, seg.frame, seg.ts_ns, w["flags"], w["seq"], w["ack"], w["win"], w["payload_len"],
-                w["ip_len"], w["mss"], w["wscale"], seg.sack_perm, seg.has_ts, w["csum_ok"], seg.truncated,
-                w["opt_error"], w["tunnel"], w["sport"], w["dport"])
+        cols = (slots, a_is_src, seg.frame, seg.ts_ns, seg.flags, seg.seq, seg.ack, seg.win, seg.payload_len,
+                seg.ip_len, seg.mss, seg.wscale, seg.sack_perm, seg.has_ts, seg.csum_ok, seg.truncated,
+                seg.opt_error, seg.tunnel, seg.sport, seg.dport)
         self.seg_conn = np.empty(n, np.int64)
         self.seg_dir = np.empty(n, np.int64)
         i = 0
@@ -139,18 +134,17 @@ class Tracker:
             i = engine.run(i, *cols, self.st, self.hist, TABLE, self.pvec, self.server_ports, self.g,
                            self.tr, self.done, self.done_hist, self.seg_conn, self.seg_dir)
             self._collect()
-        self._analyse(seg, slots, w)
+        self._analyse(seg, slots)
         self.last_ns = max(self.last_ns, int(seg.ts_ns.max()))
         self._retire(self.last_ns)
         self._age_out()
 
-    def _analyse(self, seg: SegmentTable, slots: npt.NDArray[np.int64], w: dict[str, npt.NDArray[np.int64]]
-                 ) -> None:
+    def _analyse(self, seg: SegmentTable, slots: npt.NDArray[np.int64]) -> None:
         """Wireshark's sequence analysis over the batch, and the control segments the detectors read."""
         n = len(seg)
         ev = np.empty((sequence.MAX_EVENTS_PER_SEGMENT * n + 16, sequence.EV_WIDTH), np.int64)
-        k = sequence.run(slots, self.seg_conn, self.seg_dir, seg.frame, seg.ts_ns, w["flags"], w["seq"], w["ack"],
-                         w["win"], w["payload_len"], w["wscale"], self.seq_st, ev, self.keep_segments)
+        k = sequence.run(slots, self.seg_conn, self.seg_dir, seg.frame, seg.ts_ns, seg.flags, seg.seq, seg.ack,
+                         seg.win, seg.payload_len, seg.wscale, self.seq_st, ev, self.keep_segments)
         if k:
             self.seq_events.append(ev[:k])
         ctl = np.flatnonzero(seg.flags & 0x07)
