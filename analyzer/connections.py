@@ -123,24 +123,22 @@ def transitions_frame(tr: npt.NDArray[np.int64], end_ns: int) -> pd.DataFrame:
     })
 
 
-def _addresses(keys: npt.NDArray[np.uint64], orig_is_a: npt.NDArray[np.bool_]) -> dict[str, list[object]]:
+def _addresses(keys: npt.NDArray[np.uint64], orig_is_a: npt.NDArray[np.bool_]) -> dict[str, Any]:
+    """Each connection's addresses and ports by role. Each distinct address is formatted once, and the address
+    columns are taken from the distinct names as stored: no Python string per row."""
     a_port = (keys[:, 4] >> np.uint64(16)).astype(np.int64)
     b_port = (keys[:, 4] & np.uint64(0xFFFF)).astype(np.int64)
-    cache: dict[tuple[int, int], str] = {}
-
-    def name(hi: int, lo: int) -> str:
-        if (hi, lo) not in cache:
-            cache[(hi, lo)] = format_addr(hi, lo)
-        return cache[(hi, lo)]
-
-    a = [name(h, l) for h, l in zip(keys[:, 0].tolist(), keys[:, 1].tolist())]  # Python ints, not numpy scalars
-    b = [name(h, l) for h, l in zip(keys[:, 2].tolist(), keys[:, 3].tolist())]
-    orig = orig_is_a.tolist()
+    n = len(keys)
+    both = np.ascontiguousarray(np.concatenate([keys[:, 0:2], keys[:, 2:4]]))  # (hi, lo) of side a, then side b
+    distinct, at = np.unique(both.view(np.dtype((np.void, 16))).ravel(), return_inverse=True)
+    at = at.ravel()
+    names = pd.Series([format_addr(h, lo) for h, lo in distinct.view(np.uint64).reshape(-1, 2).tolist()],
+                      dtype=object if not n else None).array
     return {
-        "orig_h": [x if o else y for x, y, o in zip(a, b, orig)],
-        "orig_p": np.where(orig_is_a, a_port, b_port).tolist(),
-        "resp_h": [y if o else x for x, y, o in zip(a, b, orig)],
-        "resp_p": np.where(orig_is_a, b_port, a_port).tolist(),
+        "orig_h": names.take(np.where(orig_is_a, at[:n], at[n:])),
+        "orig_p": np.where(orig_is_a, a_port, b_port),
+        "resp_h": names.take(np.where(orig_is_a, at[n:], at[:n])),
+        "resp_p": np.where(orig_is_a, b_port, a_port),
     }
 
 
