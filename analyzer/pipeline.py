@@ -253,10 +253,11 @@ def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skip
     from .connections import categorical, connections_frame, transitions_frame
     from .report import Report
 
+    # The transitions first: their row matrix is gone before the connections' rows are unpacked (the peak).
+    transitions = transitions_frame(tracker.transitions.stack(), facts.last_ns)
     order = np.argsort(tracker.conn_rows.column(C_CONN), kind="stable")  # the connections in order of id
     rows, hist, keys = tracker.conn_rows.stack(order), tracker.conn_hist.stack(order), tracker.conn_keys.stack(order)
     del order
-    transitions = transitions_frame(tracker.transitions.stack(), facts.last_ns)
     conns = connections_frame(rows, hist, keys, transitions, tunnels)
     del rows, hist, keys
     transitions.insert(0, "uid", _uids(conns, transitions["conn"].to_numpy()))
@@ -283,12 +284,14 @@ def _table(collected: Rows, names: list[str], conns: pd.DataFrame) -> pd.DataFra
     """Rows the tracker collected, with each row's connection uid, in frame order (`collected` is emptied)."""
     import pandas as pd
 
+    from .connections import categorical
+
     rows = collected.stack()
     order = np.argsort(rows[:, names.index("frame")], kind="stable")
     df = pd.DataFrame({name: rows[order, j] for j, name in enumerate(names)})  # column by column: no 2nd copy
     del rows, order
     df.insert(0, "uid", _uids(conns, df["conn"].to_numpy()))
-    df["dir"] = pd.Series(["orig", "resp"]).array.take((df["dir"].to_numpy() != 0).astype(np.intp))
+    df["dir"] = categorical((df["dir"].to_numpy() != 0).astype(np.int8), ["orig", "resp"])
     return df
 
 

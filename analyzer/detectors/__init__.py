@@ -292,8 +292,9 @@ def run(report: Report, settings: Settings | None = None, only: Iterable[str] | 
     out: dict[str, Any] = {name: [values[i] for i in order] for name, values in cols.items()}
     del cols
     kind, ids = pd.factorize(np.array(out["kind"], dtype=object))
-    for name in ("explanation", "causes", "remedy", "title"):  # long texts, the same for every finding of a kind
-        out[name] = pd.Series([getattr(KINDS[k], name) for k in ids]).array.take(kind)
+    for name in ("explanation", "causes", "remedy", "title"):  # long texts, the same for every finding of a kind:
+        text, texts = pd.factorize(np.array([getattr(KINDS[k], name) for k in ids], dtype=object))  # held once
+        out[name] = pd.Categorical.from_codes(text[kind], categories=texts)
     return pd.DataFrame(out, columns=[*FINDING_COLUMNS, "title"])
 
 
