@@ -133,7 +133,7 @@ def _addresses(keys: npt.NDArray[np.uint64], orig_is_a: npt.NDArray[np.bool_]) -
     distinct, at = np.unique(both.view(np.dtype((np.void, 16))).ravel(), return_inverse=True)
     at = at.ravel()
     names = pd.Series([format_addr(h, lo) for h, lo in distinct.view(np.uint64).reshape(-1, 2).tolist()],
-                      dtype=object if not n else None).array
+                      dtype=object if not n else None).array  # no rows: object, as a table of empty lists has
     return {
         "orig_h": names.take(np.where(orig_is_a, at[:n], at[n:])),
         "orig_p": np.where(orig_is_a, a_port, b_port),

@@ -173,7 +173,10 @@ class Rows:
                 self._spill = Spill.open()
                 self.spill = self._spill is not None
             self.chunks[-1] = Packed.of(last, self._spill)
-            self._spare = last if last is not self._lent else None
+            if last is self._lent:  # a copy still reads it: let go of it here, take a fresh one next
+                self._lent = None
+            else:
+                self._spare = last
 
     def _parts(self) -> list[npt.NDArray[Any] | Packed]:
         if not self.chunks:
