@@ -170,7 +170,13 @@ class Context:
         """One column of a table as a read-only numpy array (text as Python strings), converted once."""
         key = ("column", table, name)
         if key not in self._cache:
-            self._cache[key] = _frozen(getattr(self, table)[name].to_numpy())
+            col = getattr(self, table)[name]
+            values = None
+            if isinstance(col.dtype, pd.StringDtype):  # text that repeats: each distinct value one object, shared
+                codes, uniques = self.codes(table, name)  # by its rows (to_numpy() makes one per row: 3 MB a
+                if 2 * len(uniques) < len(codes):  # column at 40 000 connections)
+                    values = np.array([*uniques, col.dtype.na_value], dtype=object)[codes]
+            self._cache[key] = _frozen(col.to_numpy() if values is None else values)
         return self._cache[key]  # type: ignore[no-any-return]
 
     def codes(self, table: str, name: str) -> tuple[npt.NDArray[np.integer[Any]], list[Any]]:
