@@ -19,7 +19,8 @@ import typer
 from . import forks, heap, writers
 from .model import CaptureError
 from .options import FORMATS, SEVERITIES, Settings
-from .pipeline import DEFAULT_BATCH, analyze
+from .pipeline import DEFAULT_BATCH, Collected, collect
+from .rows import Spill
 from .tracker import Params
 
 if TYPE_CHECKING:
@@ -65,10 +66,28 @@ def parse_instant(text: str, first_ns: int) -> int:
     return int(when.timestamp() * 1e9)
 
 
-def _run(paths: list[str], params: Params, batch_frames: int, quiet: bool, **kw: Any) -> Report:
+def _run(paths: list[str], params: Params, batch_frames: int, quiet: bool, modules: list[str],
+         keep_segments: bool = False, **kw: Any) -> Report:
+    """Analyse the captures: read (decoded, replayed) in a forked child while this process imports the report's
+    modules (pandas and those in `modules`), then the report built here (forks.handoff). kw: for
+    Collected.report."""
+    spill = Spill.open()  # before the fork: the child spills finished connections' rows where both can read them
+
+    def read() -> Collected:
+        return _read(paths, params, batch_frames, quiet, keep_segments, spill or False)
+
+    collected = forks.handoff(read, lambda: _import([*REPORT_MODULES, *modules]), {"spill": spill} if spill else {})
+    return collected.report(**kw)
+
+
+def _read(paths: list[str], params: Params, batch_frames: int, quiet: bool, keep_segments: bool,
+          spill: Spill | bool) -> Collected:
+    """pipeline.collect(), with a progress bar on a terminal for a large capture."""
     total = sum(os.path.getsize(p) for p in paths if p != "-" and os.path.isfile(p))
+    kw: dict[str, Any] = {"params": params, "batch_frames": batch_frames, "keep_segments": keep_segments,
+                          "spill": spill}
     if quiet or total < PROGRESS_MIN_BYTES or not err().is_terminal:
-        return analyze(paths, params=params, batch_frames=batch_frames, **kw)
+        return collect(paths, **kw)
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
     # Redrawn at each batch rather than by a refresh thread of its own: the output writers fork, which is
@@ -81,7 +100,7 @@ def _run(paths: list[str], params: Params, batch_frames: int, quiet: bool, **kw:
             bar.advance(task, size)
             bar.refresh()
 
-        return analyze(paths, params=params, batch_frames=batch_frames, progress=advance, **kw)
+        return collect(paths, progress=advance, **kw)
 
 
 def _list_detectors(value: bool) -> None:
@@ -199,7 +218,6 @@ def analyze_cmd(
     list_detectors: Annotated[bool, typer.Option("--list-detectors", is_eager=True, callback=_list_detectors, help="list the finding kinds and exit")] = False,
 ) -> None:
     """Analyse captures: connections, both endpoints' states, findings, and the end-of-capture socket counts."""
-    _preload(terminal=fmt == "table", html=bool(html))
     try:
         if fmt not in FORMATS:
             raise CaptureError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
@@ -227,8 +245,9 @@ def analyze_cmd(
                 beside.extend([pid] if pid is not None else [])
 
         try:
-            report = _run(captures, params, batch_frames, quiet, settings=settings, only=_kinds(kinds),
-                          keep_segments=html is not None, tables_ready=tables_ready)
+            report = _run(captures, params, batch_frames, quiet, _shown(terminal=fmt == "table", html=bool(html)),
+                          keep_segments=html is not None, settings=settings, only=_kinds(kinds),
+                          tables_ready=tables_ready)
             at_ns = parse_instant(at, report.capture.first_ns) if at else None
         except BaseException:
             for pid in beside:
@@ -260,11 +279,11 @@ def report_cmd(
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback on errors")] = False,
 ) -> None:
     """Write the HTML session timeline report: overview, timeline of every connection, ladders and graphs."""
-    _preload(terminal=False, html=True)
     try:
         if writers.clobbers(output) and not force:
             raise writers.OutputExists(f"{output}: exists; use --force to overwrite it")
-        report = _run(captures, Params(checksums=checksums), DEFAULT_BATCH, quiet, keep_segments=True)
+        report = _run(captures, Params(checksums=checksums), DEFAULT_BATCH, quiet, _shown(terminal=False, html=True),
+                      keep_segments=True)
         from .html import write_html
         write_html(report, output, force)
         err().print(f"wrote {output}: {len(report.connections)} connections, {len(report.findings)} findings",
@@ -378,29 +397,29 @@ _preloading: threading.Thread | None = None
 REPORT_MODULES = ("analyzer.report", "analyzer.connections", "analyzer.detectors")
 
 
-def _preload(terminal: bool, html: bool) -> None:
-    """Start importing pandas and the modules that build the report (REPORT_MODULES), and those that show it
-    which the command's options will use (the terminal tables, the HTML report), in a thread, while the capture
-    is being read.
+def _shown(terminal: bool, html: bool) -> list[str]:
+    """The modules that show a report which the command's options will use: the terminal tables, the HTML."""
+    return [*(["analyzer.terminal"] if terminal else []), *(["analyzer.html"] if html else [])]
 
-    Reading, decoding and the state machines need none of them and run compiled, without the GIL, so the
-    half second of importing pandas (with pyarrow) mostly overlaps them instead of coming first. A module
-    still loading when it is needed is waited for (Python's import lock); one that fails to load fails
-    again, with its error, where it is used.
-    """
+
+def _import(names: list[str]) -> None:
+    """Import these modules; one that fails to load fails again, with its error, where it is used."""
     import importlib
 
-    names = [*REPORT_MODULES, *(["analyzer.terminal"] if terminal else []), *(["analyzer.html"] if html else [])]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - reported where the module is used
+            return
 
-    def work() -> None:
-        for name in names:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - reported where the module is used
-                return
 
+def _preload(terminal: bool, html: bool) -> None:
+    """Start importing pandas and the modules that build the report (REPORT_MODULES), and those that show it
+    which the command's options will use, in a thread, while the live capture starts (`tcpa analyze` imports
+    them while a forked child reads the capture: see _run)."""
     global _preloading
-    _preloading = threading.Thread(target=work, name="tcpa-preload", daemon=True)
+    _preloading = threading.Thread(target=_import, args=([*REPORT_MODULES, *_shown(terminal, html)],),
+                                   name="tcpa-preload", daemon=True)
     _preloading.start()
 
 

@@ -1,16 +1,27 @@
-"""Work handed to a forked child, so the second core writes one output while this process does the rest.
+"""Work handed to a forked child, so the second core does it while this process does the rest.
 
-A child shares the parent's report copy-on-write and ends with os._exit (no teardown, no flushing of buffers
-it inherited). A failure there is reported by the child, in the one-line form, and comes back to the parent
-as ChildFailed with the child's exit status.
+spawn(): the child writes one output, sharing the parent's report copy-on-write. A failure there is reported
+by the child, in the one-line form, and comes back to the parent as ChildFailed with the child's exit status.
+
+handoff(): the child computes a result (reads the capture) and sends it back pickled, while the parent
+prepares what comes next (imports the report's modules). A failure there is raised in the parent.
+
+A child ends with os._exit (no teardown, no flushing of buffers it inherited).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
+import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
 
 
 class ChildFailed(Exception):
@@ -53,3 +64,100 @@ def join(pid: int) -> None:
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if code:
         raise ChildFailed(code if code > 0 else 128 - code)
+
+
+class RemoteTraceback(Exception):
+    """Where an exception raised in a handoff() child came from (its traceback, as text): the cause of the
+    exception raised again in the parent, which --debug shows."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def handoff(work: Callable[[], T], meanwhile: Callable[[], None], shared: dict[str, object] | None = None) -> T:
+    """work() in a forked child while this process runs meanwhile(), on the other core; work's result, or the
+    exception it raised, comes back pickled through a pipe.
+
+    `shared` objects were made before the fork, so each exists in both processes (a file both hold open): they
+    go by name instead of by value. Where forking is not safe (see spawn), meanwhile() then work() run here.
+    """
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        meanwhile()
+        return work()
+    names = shared or {}
+    fd_in, fd_out = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if not pid:
+        os.close(fd_in)
+        _send(work, os.fdopen(fd_out, "wb"), names)
+    os.close(fd_out)
+    try:
+        meanwhile()
+        with os.fdopen(fd_in, "rb") as source:
+            sent = _Unpickler(source, names).load()
+    except (EOFError, pickle.UnpicklingError):  # it ended before it said anything
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        raise OSError(f"the forked reader of the capture ended without a result ({_status(code)})") from None
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)  # no longer wanted
+        os.waitpid(pid, 0)
+        raise
+    os.waitpid(pid, 0)
+    ok, value, where = sent
+    if not ok:
+        raise value from RemoteTraceback(where)
+    return value  # type: ignore[no-any-return]
+
+
+def _status(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+
+
+def _send(work: Callable[[], Any], out: IO[bytes], names: dict[str, object]) -> None:
+    """In the child: run work() and send (True, its result, "") or (False, the exception, its traceback as
+    text); then end the process."""
+    code = 0
+    try:
+        try:
+            result, failed = work(), b""
+        except BaseException as exc:  # noqa: BLE001 - sent to the parent, raised there
+            where = "".join(traceback.format_exception(exc))
+            try:
+                failed = _dumps((False, exc, where), names)
+            except Exception:  # noqa: BLE001 - one that does not pickle: its type and message, then
+                failed = _dumps((False, RuntimeError(f"{type(exc).__name__}: {one_line(exc)}"), where), names)
+        if failed:
+            out.write(failed)
+        else:
+            _Pickler(out, names).dump((True, result, ""))
+        out.close()
+    except BaseException:  # noqa: BLE001 - the parent reads no result and says how the child ended
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _dumps(obj: Any, names: dict[str, object]) -> bytes:
+    buf = io.BytesIO()
+    _Pickler(buf, names).dump(obj)
+    return buf.getvalue()
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file: IO[bytes], names: dict[str, object]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.ids = {id(obj): name for name, obj in names.items()}
+
+    def persistent_id(self, obj: Any) -> str | None:
+        return self.ids.get(id(obj))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: IO[bytes], names: dict[str, object]) -> None:
+        super().__init__(file)
+        self.names = names
+
+    def persistent_load(self, pid: Any) -> object:
+        return self.names[pid]

@@ -9,6 +9,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -20,7 +21,7 @@ from .decode import SUPPORTED_LINKTYPES, Decoder
 from .layout import C_CONN
 from .model import CaptureError, CaptureFacts, FrameBatch, Notice
 from .options import RANK, SEVERITIES, Settings
-from .rows import Rows
+from .rows import Rows, Spill
 from .segments import SegmentTable
 from .sequence import EV_NAMES, EVENT_NAMES
 from .tracker import CT_NAMES, SG_NAMES, Params, Tracker
@@ -45,8 +46,18 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
     with the capture's length. tables_ready sees the Report once its tables are built, before the detectors
     run.
     """
+    return collect(sources, params=params, batch_frames=batch_frames, progress=progress,
+                   keep_segments=keep_segments).report(detect=detect, settings=settings, only=only,
+                                                       tables_ready=tables_ready)
+
+
+def collect(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *, params: Params | None = None,
+            batch_frames: int = DEFAULT_BATCH, progress: Progress | None = None, keep_segments: bool = False,
+            spill: bool | Spill = True) -> Collected:
+    """Read, decode and replay the captures (analyze() without the report): what the report is built from.
+    spill: as for Rows."""
     paths = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    analysis = Analysis(params, keep_segments=keep_segments)
+    analysis = Analysis(params, keep_segments=keep_segments, spill=spill)
     facts: CaptureFacts | None = None
     for item in prefetched(decoded(paths, analysis.decoder, batch_frames)):
         if isinstance(item, CaptureFacts):
@@ -57,7 +68,49 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
         if progress:
             progress(size)
     assert facts is not None
-    return analysis.finish(facts, detect=detect, settings=settings, only=only, tables_ready=tables_ready)
+    return analysis.collect(facts)
+
+
+@dataclass
+class Collected:
+    """What the analysis of a capture keeps for its report: the tracker's rows and the capture's facts. It
+    pickles (spilled rows by reference: see rows.py), so a forked reader can hand it over (forks.handoff)."""
+
+    facts: CaptureFacts
+    conn_rows: Rows  # the Tracker's rows, as named there
+    conn_hist: Rows
+    conn_keys: Rows
+    transitions: Rows
+    seq_events: Rows
+    control: Rows
+    segment_rows: Rows | None  # only when every segment was kept (keep_segments)
+    tunnels: list[str]
+    skipped: Counter[str]
+    segments: int  # TCP segments analysed
+
+    @classmethod
+    def of(cls, facts: CaptureFacts, tracker: Tracker, decoder: Decoder, segments: int) -> Collected:
+        return cls(facts, tracker.conn_rows, tracker.conn_hist, tracker.conn_keys, tracker.transitions,
+                   tracker.seq_events, tracker.control, tracker.segment_rows if tracker.keep_segments else None,
+                   decoder.tunnels, decoder.skipped, segments)
+
+    def report(self, *, detect: bool = True, settings: Settings | None = None, only: Iterable[str] | None = None,
+               tables_ready: Callable[[Report], None] | None = None) -> Report:
+        """The Report (with findings unless detect=False); the rows are handed over to its tables. Call once.
+        tables_ready sees the Report once its tables are built, before the detectors run."""
+        heap.trim()  # each phase frees most of what it allocated: see heap.trim()
+        heap.for_tables()
+        report = build_report(self)
+        heap.trim()
+        if tables_ready is not None:
+            tables_ready(report)
+        if detect:
+            from . import detectors
+
+            report.findings = detectors.run(report, settings, only)
+            _summarise_findings(report)
+            heap.trim()
+        return report
 
 
 def decoded(paths: list[str | os.PathLike[str]], decoder: Decoder, batch_frames: int
@@ -124,10 +177,11 @@ class Analysis:
     finish().
     """
 
-    def __init__(self, params: Params | None = None, *, keep_segments: bool = False) -> None:
+    def __init__(self, params: Params | None = None, *, keep_segments: bool = False, spill: bool | Spill = True
+                 ) -> None:
         self.params = params or Params()
         self.decoder = Decoder(checksums=self.params.checksums)
-        self.tracker = Tracker(self.params, keep_segments=keep_segments)
+        self.tracker = Tracker(self.params, keep_segments=keep_segments, spill=spill)
         self.segments = 0
         self.finished = False
 
@@ -145,6 +199,10 @@ class Analysis:
                only: Iterable[str] | None = None, tables_ready: Callable[[Report], None] | None = None) -> Report:
         """End of capture: the Report (with findings unless detect=False). Call once. tables_ready: as in
         analyze()."""
+        return self.collect(facts).report(detect=detect, settings=settings, only=only, tables_ready=tables_ready)
+
+    def collect(self, facts: CaptureFacts) -> Collected:
+        """End of capture: what the report is built from (finish() without the report). Call once."""
         assert not self.finished, "Analysis.finish() called twice"
         self.finished = True
         _check_linktypes(facts)
@@ -152,20 +210,8 @@ class Analysis:
         self.decoder.finish()
         facts.notices.extend(self.decoder.notices)
         facts.notices.extend(self.tracker.notices)
-        heap.trim()  # each phase frees most of what it allocated: see heap.trim()
-        heap.for_tables()
-        report = build_report(facts, self.tracker, self.decoder.tunnels, self.decoder.skipped, self.segments)
         self.tracker.release()
-        heap.trim()
-        if tables_ready is not None:
-            tables_ready(report)
-        if detect:
-            from . import detectors
-
-            report.findings = detectors.run(report, settings, only)
-            _summarise_findings(report)
-            heap.trim()
-        return report
+        return Collected.of(facts, self.tracker, self.decoder, self.segments)
 
     def snapshot(self, facts: CaptureFacts, *, detect: bool = True, settings: Settings | None = None,
                  only: Iterable[str] | None = None) -> Report:
@@ -178,8 +224,9 @@ class Analysis:
         tracker = _tracker_copy(self.tracker)
         tracker.finish()
         facts.notices.extend(tracker.notices)
-        report = build_report(facts, tracker, list(self.decoder.tunnels), Counter(self.decoder.skipped),
-                              self.segments)
+        report = build_report(dataclasses.replace(Collected.of(facts, tracker, self.decoder, self.segments),
+                                                  tunnels=list(self.decoder.tunnels),
+                                                  skipped=Counter(self.decoder.skipped)))
         if detect:
             from . import detectors
 
@@ -244,30 +291,29 @@ def _check_linktypes(facts: CaptureFacts) -> None:
         raise CaptureError(f"{facts.source}: unsupported link type {', '.join(map(str, sorted(kinds)))}")
 
 
-def build_report(facts: CaptureFacts, tracker: Tracker, tunnels: list[str], skipped: Counter[str],
-                 segments: int) -> Report:
-    """Assemble the Report's tables from what the tracker collected (which is handed over: the tracker's
-    Rows are emptied as their tables are built, so the rows are not held twice)."""
+def build_report(c: Collected) -> Report:
+    """Assemble the Report's tables from what the tracker collected (which is handed over: the Rows are
+    emptied as their tables are built, so the rows are not held twice)."""
     import pandas as pd
 
     from .connections import categorical, connections_frame, transitions_frame
     from .report import Report
 
     # The transitions first: their row matrix is gone before the connections' rows are unpacked (the peak).
-    transitions = transitions_frame(tracker.transitions.stack(), facts.last_ns)
-    order = np.argsort(tracker.conn_rows.column(C_CONN), kind="stable")  # the connections in order of id
-    rows, hist, keys = tracker.conn_rows.stack(order), tracker.conn_hist.stack(order), tracker.conn_keys.stack(order)
+    transitions = transitions_frame(c.transitions.stack(), c.facts.last_ns)
+    order = np.argsort(c.conn_rows.column(C_CONN), kind="stable")  # the connections in order of id
+    rows, hist, keys = c.conn_rows.stack(order), c.conn_hist.stack(order), c.conn_keys.stack(order)
     del order
-    conns = connections_frame(rows, hist, keys, transitions, tunnels)
+    conns = connections_frame(rows, hist, keys, transitions, c.tunnels)
     del rows, hist, keys
     transitions.insert(0, "uid", _uids(conns, transitions["conn"].to_numpy()))
-    events = _table(tracker.seq_events, EV_NAMES, conns)
+    events = _table(c.seq_events, EV_NAMES, conns)
     events["kind"] = categorical(events.pop("kind").to_numpy(), list(EVENT_NAMES)) \
         if len(events) else pd.Series([], dtype="object")
-    control = _table(tracker.control, CT_NAMES, conns)
-    packets = _table(tracker.segment_rows, SG_NAMES, conns) if tracker.keep_segments else pd.DataFrame()
-    return Report(capture=facts, connections=conns, transitions=transitions, skipped=skipped, segments=segments,
-                  events=events, control=control, packets=packets)
+    control = _table(c.control, CT_NAMES, conns)
+    packets = _table(c.segment_rows, SG_NAMES, conns) if c.segment_rows is not None else pd.DataFrame()
+    return Report(capture=c.facts, connections=conns, transitions=transitions, skipped=c.skipped,
+                  segments=c.segments, events=events, control=control, packets=packets)
 
 
 def _uids(conns: pd.DataFrame, conn: npt.NDArray[np.int64]) -> Any:
@@ -295,4 +341,4 @@ def _table(collected: Rows, names: list[str], conns: pd.DataFrame) -> pd.DataFra
     return df
 
 
-__all__ = ["Analysis", "CaptureError", "Notice", "Params", "analyze"]
+__all__ = ["Analysis", "CaptureError", "Collected", "Notice", "Params", "analyze", "collect"]

@@ -13,6 +13,9 @@ A packed chunk is then written to a Spill file (unlinked, in the temporary direc
 the report is built, so while the capture is read what the analysis keeps of finished connections takes disk
 and page cache instead of memory that grows with the capture's length. Where the file cannot be had or
 written, chunks stay in memory.
+
+Rows pickle without their spare and shared arrays. Spilled chunks refer to their Spill, which does not pickle by
+value: a Spill opened before a fork is the same file in both processes, and forks.handoff() passes it by name.
 """
 
 from __future__ import annotations
@@ -135,20 +138,30 @@ class Packed:
 
 
 class Rows:
-    """Rows of one width and dtype, appended block by block, kept in chunks (full ones packed)."""
+    """Rows of one width and dtype, appended block by block, kept in chunks (full ones packed).
 
-    def __init__(self, width: int, dtype: type, spill: bool = True) -> None:
+    spill: packed chunks go to a Spill file, this one (which several Rows may share) or one opened with the
+    first; False: they stay in memory.
+    """
+
+    def __init__(self, width: int, dtype: type, spill: bool | Spill = True) -> None:
         self.width, self.dtype = width, np.dtype(dtype)
         self.cap = max(1, -(-CHUNK_BYTES // (width * self.dtype.itemsize)))  # at least CHUNK_BYTES: mapped
         self.chunks: list[npt.NDArray[Any] | Packed] = []
         self.fill = 0  # rows used in the last chunk
-        self.spill = spill  # packed chunks go to a Spill file (opened with the first)
-        self._spill: Spill | None = None
+        self.spill = spill is not False
+        self._spill: Spill | None = spill if isinstance(spill, Spill) else None
         self._spare: npt.NDArray[Any] | None = None  # a packed chunk's array, to be the next chunk
         self._lent: npt.NDArray[Any] | None = None  # the last chunk, if a copy() shares it: never reused
 
     def __len__(self) -> int:
         return sum(map(len, self.chunks[:-1])) + self.fill if self.chunks else 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The rows as they stand, the open chunk cut to its rows (a spare array is not worth sending)."""
+        state = {**self.__dict__, "chunks": self._parts(), "_spare": None, "_lent": None}
+        state["fill"] = len(state["chunks"][-1]) if state["chunks"] else 0
+        return state
 
     def append(self, block: npt.NDArray[Any]) -> None:
         at = 0

@@ -41,7 +41,7 @@ from .layout import (
     T_FIELDS,
 )
 from .model import Notice
-from .rows import Rows
+from .rows import Rows, Spill
 from .segments import SegmentTable, format_addr
 from .tcpstate import TABLE
 from .zeekconn import likely_server_ports
@@ -79,9 +79,9 @@ class Params:
 
 
 class Tracker:
-    """Flow table, engine state and the collected results of one analysis."""
+    """Flow table, engine state and the collected results of one analysis (spill: as for Rows)."""
 
-    def __init__(self, params: Params | None = None, keep_segments: bool = False) -> None:
+    def __init__(self, params: Params | None = None, keep_segments: bool = False, spill: bool | Spill = True) -> None:
         self.params = params or Params()
         self.pvec = self.params.vector()
         self.flows = FlowTable()
@@ -91,16 +91,16 @@ class Tracker:
         self.done = np.empty((DONE_ROWS, ROW), dtype=np.int64)
         self.done_hist = np.empty((DONE_ROWS, HIST_MAX), dtype=np.uint8)
         self.server_ports = likely_server_ports()
-        self.conn_rows, self.conn_hist = Rows(ROW, np.int64), Rows(HIST_MAX, np.uint8)
-        self.conn_keys, self.transitions = Rows(5, np.uint64), Rows(T_FIELDS, np.int64)
+        self.conn_rows, self.conn_hist = Rows(ROW, np.int64, spill), Rows(HIST_MAX, np.uint8, spill)
+        self.conn_keys, self.transitions = Rows(5, np.uint64, spill), Rows(T_FIELDS, np.int64, spill)
         self.last_ns = 0
         self.seg_conn = np.empty(0, np.int64)  # the last batch's segments: connection id and direction
         self.seg_dir = np.empty(0, np.int64)
         self.seq_st = sequence.new_state(self.flows.capacity)
-        self.seq_events = Rows(sequence.EV_WIDTH, np.int64)  # sequence.EV_* rows
-        self.control = Rows(CT_WIDTH, np.int64)  # CT_* rows: every SYN, FIN and RST segment
+        self.seq_events = Rows(sequence.EV_WIDTH, np.int64, spill)  # sequence.EV_* rows
+        self.control = Rows(CT_WIDTH, np.int64, spill)  # CT_* rows: every SYN, FIN and RST segment
         self.keep_segments = keep_segments  # every segment's SG_* row, for the HTML report's ladders
-        self.segment_rows = Rows(SG_WIDTH, np.int64)
+        self.segment_rows = Rows(SG_WIDTH, np.int64, spill)
         self.max_half_open = MAX_HALF_OPEN
         self.aged_out = 0  # half-open attempts dropped from the live table
         self.aged_first_frame = 0
@@ -184,8 +184,8 @@ class Tracker:
                 f"first: frame {self.aged_first_frame}"))
 
     def release(self) -> None:
-        """Let go of the live table, the sequence-analysis state and the per-batch buffers (after finish(), once
-        the report's tables are built from the collected rows): 10-20 MB that the detectors need no more."""
+        """Let go of the live table, the sequence-analysis state and the per-batch buffers (after finish(): the
+        report is built from the collected rows alone): 10-20 MB."""
         for name in ("st", "hist", "tr", "done", "done_hist", "seq_st"):
             old = getattr(self, name)
             setattr(self, name, np.empty((0, *old.shape[1:]), old.dtype))

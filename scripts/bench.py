@@ -9,6 +9,9 @@ packets/s and its ratio to each peer. CPU time is the steadier figure on a virtu
 stall without using the CPU (see docs/performance.md). Peers run only at the
 --peers-at size (the issue's 2 M-packet capture); tcpa runs at every size to show how time and memory scale.
 
+Memory: a peer's peak RSS comes from GNU time; tcpa's is its process tree's (tree_peak), from --repeat
+further, untimed runs.
+
 Floor: at the peers' size, the part of tcpa that cannot be left out is timed too (`--floor`: the capture read,
 decoded and replayed through both endpoints' state machines, with no tables, detectors or outputs), as a
 ratio to tcptrace: the most any speed-up of the rest could reach.
@@ -31,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +61,47 @@ def measure(cmd: list[str]) -> tuple[float, float, float]:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall, rss_kb, user, system = t.read().split()[-4:]
     return float(wall), int(rss_kb) / 1024, float(user) + float(system)
+
+
+def tree_peak(cmd: list[str]) -> float:
+    """Peak memory (MB) of a command and the children it forks, sampled every 2 ms: its own RSS plus each
+    child's own pages (USS: what it shares with its parent, copy-on-write, is counted once, in the parent).
+    GNU time gives the largest single process instead, which says too little of tcpa: the capture is read in a
+    forked child while the parent imports pandas, and two more children write outputs."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
+    while proc.poll() is None:
+        total = _kb(f"/proc/{proc.pid}/status", ("VmRSS:",))
+        for child in _children(proc.pid):
+            total += _kb(f"/proc/{child}/smaps_rollup", ("Private_Clean:", "Private_Dirty:"))
+        peak = max(peak, total)
+        time.sleep(0.002)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    return peak / 1024
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of pid."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as fh:  # the main thread forks them
+                kids = [int(k) for k in fh.read().split()]
+        except OSError:
+            continue
+        found += kids
+        todo += kids
+    return found
+
+
+def _kb(path: str, fields: tuple[str, ...]) -> int:
+    try:
+        with open(path) as fh:
+            return sum(int(line.split()[1]) for line in fh if line.startswith(fields))
+    except (OSError, ValueError, IndexError):  # it ended meanwhile
+        return 0
 
 
 FLOOR = "tcpa floor (no report)"
@@ -171,14 +216,16 @@ def main() -> None:
                     subprocess.run(warm[name], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     cached(pcap)
                     runs[name].append(measure(cmd))
+            tree = max(tree_peak(cmds["tcpa"]) for _ in range(a.repeat))  # untimed: sampling costs CPU
             for name, r in runs.items():
                 wall = statistics.median(x[0] for x in r)
-                rss = max(x[1] for x in r)
+                rss = tree if name == "tcpa" else max(x[1] for x in r)
                 cpu = statistics.median(x[2] for x in r)
                 rows.append((size, name, n, wall, n / wall, rss, cpu))
                 each = " ".join(f"{x[0]:.2f}" for x in r)
+                largest = f"; largest process {max(x[1] for x in r):.1f} MB" if name == "tcpa" else ""
                 print(f"{size:g}M  {name:<22} {wall:8.2f} s  {n / wall:>11,.0f} packets/s  peak RSS {rss:8.1f} MB  "
-                      f"CPU {cpu:6.2f} s  (runs: {each} s)", flush=True)
+                      f"CPU {cpu:6.2f} s  (runs: {each} s{largest})", flush=True)
         startup = statistics.median(measure(tools(TINY, out, peers=False)["tcpa"])[0] for _ in range(a.repeat))
         print(f"tcpa start-up (imports, compiled code loaded, outputs of a {packets(TINY)}-packet capture): "
               f"{startup:.2f} s", flush=True)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from analyzer import forks, pipeline
 from analyzer import rows as rows_module
+from analyzer.model import CaptureError
 from analyzer.pipeline import prefetched
+
+PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 
 
 def test_items_arrive_in_order_and_complete() -> None:
@@ -163,3 +171,59 @@ def test_dropping_rows_leaves_the_chunks_before_them_packed(monkeypatch: pytest.
     rows.drop(0, 9, np.array([9, 12]))
     assert all(a is b for a, b in zip(rows.chunks[:2], early))  # ids below 9 only: left packed
     assert np.array_equal(rows.stack(), data[~np.isin(data[:, 0], [9, 12])])
+
+
+def test_a_handoff_brings_back_the_childs_result_and_shared_objects_by_name() -> None:
+    shared = object()  # made before the fork: the same object in both processes
+    seen: list[str] = []
+
+    def work() -> tuple[int, object, int]:
+        seen.append("child")  # in the child's memory, not ours
+        return os.getpid(), shared, 7
+
+    pid, same, value = forks.handoff(work, lambda: seen.append("parent"), {"shared": shared})
+    assert pid != os.getpid() and same is shared and value == 7 and seen == ["parent"]
+
+
+class Unpicklable(Exception):
+    def __reduce__(self) -> Any:
+        raise TypeError("not this one")
+
+
+@pytest.mark.parametrize(("error", "raised", "message"), [
+    (CaptureError("x.pcap: not a pcap"), CaptureError, "x.pcap: not a pcap"),
+    (Unpicklable("deep"), RuntimeError, "Unpicklable: deep"),  # its type and message, as text
+])
+def test_an_error_in_the_handoff_child_is_raised_here_with_its_traceback(error: Exception, raised: type,
+                                                                         message: str) -> None:
+    def work() -> None:
+        raise error
+
+    with pytest.raises(raised, match=message) as info:
+        forks.handoff(work, lambda: None)
+    assert isinstance(info.value.__cause__, forks.RemoteTraceback)
+    assert "in work" in str(info.value.__cause__)  # where it was raised, in the child (shown with --debug)
+
+
+def test_a_handoff_child_that_dies_is_an_error_not_a_hang() -> None:
+    with pytest.raises(OSError, match=r"ended without a result \(exit status 3\)"):
+        forks.handoff(lambda: os._exit(3), lambda: None)
+    with pytest.raises(OSError, match=r"killed by signal 9"):
+        forks.handoff(lambda: os.kill(os.getpid(), signal.SIGKILL), lambda: None)
+
+
+def test_a_capture_read_in_a_forked_child_gives_the_same_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rows_module, "CHUNK_BYTES", 4096)  # rows packed and spilled many times over
+    pcap = PCAPS / "showcase.pcapng"
+    spill = rows_module.Spill.open()
+    assert spill is not None
+
+    def read() -> pipeline.Collected:
+        return pipeline.collect(pcap, spill=spill)
+
+    collected = forks.handoff(read, lambda: None, {"spill": spill})
+    spilled = [c for c in collected.transitions.chunks if isinstance(c, rows_module.Packed)]
+    assert len(spilled) > 1 and all(c.spill is spill and c.buf is None for c in spilled)  # read from the file
+    got, want = collected.report(), pipeline.analyze(pcap)
+    for name in ("connections", "transitions", "events", "control", "findings"):
+        pd.testing.assert_frame_equal(getattr(got, name), getattr(want, name))
