@@ -394,7 +394,9 @@ def fail(exc: BaseException, debug: bool) -> None:
 
 
 _preloading: threading.Thread | None = None
-REPORT_MODULES = ("analyzer.report", "analyzer.connections", "analyzer.detectors")
+REPORT_MODULES = ("analyzer.report", "analyzer.connections", "analyzer.detectors", *(
+    f"analyzer.detectors.{m}" for m in ("closing", "handshake", "load", "stalls", "timestamps", "wireshark")),
+    "analyzer.splice", "pandas.core.reshape.reshape", "pyarrow.pandas_compat", "pyarrow.vendored.version")  # first used late
 
 
 def _shown(terminal: bool, html: bool) -> list[str]:

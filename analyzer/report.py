@@ -53,21 +53,45 @@ class Report:
         live = conns if ns is None else conns[conns["first_ns"] <= ns]
         if live.empty:  # no connection (yet): string columns of an empty frame are not strings
             return empty
-        service = live["resp_h"].map(_bracket) + ":" + live["resp_p"].astype(str)
-        rows = []
-        for role, endpoint, host in (("client", "orig", "orig_h"), ("server", "resp", "resp_h")):
+        # Each distinct server ip:port formatted once; codes in the order of the texts, so that sorting the codes
+        # sorts the texts.
+        server, servers = pd.factorize(live["resp_h"])
+        pairs, pair = np.unique(server.astype(np.int64) << 16 | live["resp_p"].to_numpy(), return_inverse=True)
+        named = np.array([f"{_bracket(h)}:{p & 0xFFFF}" for h, p in zip(servers[pairs >> 16].tolist(), pairs.tolist())],
+                         dtype=object)
+        services, rank = np.unique(named, return_inverse=True)
+        service = rank.ravel()[pair.ravel()]
+        hosts, roles, states = [], [], []
+        for endpoint in ("orig", "resp"):  # the client's sockets, then the server's
             # at the end of the capture each connection's {orig,resp}_state; before it, replayed up to `ns`
             state = live[f"{endpoint}_state"] if ns is None else self._states(live, endpoint, ns)
-            listed = state.isin(LISTED).to_numpy()
-            rows.append(pd.DataFrame({"host": live[host][listed], "role": role, "service": service[listed],
-                                      "state": state[listed]}))
-        every = pd.concat(rows, ignore_index=True)
-        if every.empty:
+            each, names = pd.factorize(state)
+            code = np.array([LISTED.index(n) if n in LISTED else -1 for n in names] + [-1], np.int64)[each]
+            listed = code >= 0  # (-1: a state not listed, or none)
+            hosts.append(live[f"{endpoint}_h"].to_numpy()[listed])
+            roles.append(np.full(int(listed.sum()), endpoint == "resp"))
+            states.append((code[listed], service[listed]))
+        host, hostnames = pd.factorize(np.concatenate(hosts), sort=True)
+        if not len(host):
             return empty
-        table = every.groupby(["host", "role", "service", "state"]).size().unstack("state", fill_value=0)
-        table = table.reindex(columns=[s for s in LISTED if s in table.columns])
-        table["total"] = table.sum(axis=1)
-        return table.reset_index().sort_values(["total", "host"], ascending=[False, True], ignore_index=True)
+        role = np.concatenate(roles)
+        state, svc = (np.concatenate(x) for x in zip(*states))
+        key = (host.astype(np.int64) * 2 + role) * len(services) + svc  # (host, role, service) in text order
+        groups, group = np.unique(key, return_inverse=True)
+        counts = np.zeros((len(groups), len(LISTED)), np.int64)
+        np.add.at(counts, (group.ravel(), state), 1)
+        shown = counts.sum(axis=0) > 0
+        total = counts.sum(axis=1)
+        g_host = groups // (2 * len(services))
+        order = np.lexsort((g_host, -total))  # most sockets first, then by host; ties as grouped
+        g = groups[order]
+        texts = {"host": np.asarray(hostnames, dtype=object)[g_host[order]],
+                 "role": np.array(["client", "server"], dtype=object)[g // len(services) % 2],
+                 "service": services[g % len(services)]}
+        table = pd.DataFrame({**{k: pd.array(v, dtype="str") for k, v in texts.items()},
+                              **{s: counts[order, i] for i, s in enumerate(LISTED) if shown[i]}, "total": total[order]})
+        table.columns.name = "state"
+        return table
 
     def _states(self, live: pd.DataFrame, endpoint: str, ns: int) -> pd.Series:
         """Each connection's state on one side at capture time `ns` (its initial one before any transition)."""

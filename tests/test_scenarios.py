@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from analyzer import analyze
-from analyzer.report import Report
+from analyzer.report import LISTED, Report
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 SUFFIXES = (".pcap.gz", ".pcapng.gz", ".pcap", ".pcapng")
@@ -78,3 +78,33 @@ def test_batch_size_does_not_change_results(capture: Path) -> None:
         part = analyze(capture, batch_frames=size)
         pd.testing.assert_frame_equal(part.connections, whole.connections)
         pd.testing.assert_frame_equal(part.transitions, whole.transitions)
+
+
+def states_by_groupby(report: Report, ns: int | None) -> pd.DataFrame:
+    """states_at() as plain pandas says it: rows (host, role, service, state) counted and spread by state."""
+    conns = report.connections
+    live = conns if ns is None else conns[conns["first_ns"] <= ns]
+    service = live["resp_h"].map(lambda h: f"[{h}]" if ":" in h else h) + ":" + live["resp_p"].astype(str)
+    parts = []
+    for role, side in (("client", "orig"), ("server", "resp")):
+        state = live[f"{side}_state"] if ns is None else report._states(live, side, ns)
+        listed = state.isin(LISTED).to_numpy()
+        parts.append(pd.DataFrame({"host": live[f"{side}_h"][listed], "role": role, "service": service[listed],
+                                   "state": state[listed]}))
+    every = pd.concat(parts, ignore_index=True)
+    if every.empty:
+        return pd.DataFrame(columns=["host", "role", "service", *LISTED, "total"])
+    table = every.groupby(["host", "role", "service", "state"]).size().unstack("state", fill_value=0)
+    table = table.reindex(columns=[s for s in LISTED if s in table.columns])
+    table["total"] = table.sum(axis=1)
+    return table.reset_index().sort_values(["total", "host"], ascending=[False, True], ignore_index=True)
+
+
+@pytest.mark.parametrize("capture", captures(), ids=lambda p: p.name)
+def test_socket_counts_match_a_plain_group_by(capture: Path) -> None:
+    report = analyze(capture, detect=False)
+    first, last = report.capture.first_ns, report.capture.last_ns
+    for ns in (None, first - 1, first + (last - first) // 3, last):
+        got = report.states_at(ns)
+        pd.testing.assert_frame_equal(got, states_by_groupby(report, ns))
+        assert got.empty or got.columns.name == "state"
