@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import sys
 import threading
@@ -71,6 +72,10 @@ def _run(paths: list[str], params: Params, batch_frames: int, quiet: bool, modul
     """Analyse the captures: read (decoded, replayed) in a forked child while this process imports the report's
     modules (pandas and those in `modules`), then the report built here (forks.handoff). kw: for
     Collected.report."""
+    # No cyclic garbage collector in a one-shot run: its full passes walked every object pandas' import had made,
+    # again and again (2 M packets: CPU -7 %). The run leaves the same few hundred objects in cycles whatever
+    # the capture's length (390 in the reader, under 900 here, from 0.5 M to 4 M packets).
+    gc.disable()
     spill = Spill.open()  # before the fork: the child spills finished connections' rows where both can read them
 
     def read() -> Collected:
