@@ -7,7 +7,8 @@ import gc
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -72,10 +73,6 @@ def _run(paths: list[str], params: Params, batch_frames: int, quiet: bool, modul
     """Analyse the captures: read (decoded, replayed) in a forked child while this process imports the report's
     modules (pandas and those in `modules`), then the report built here (forks.handoff). kw: for
     Collected.report."""
-    # No cyclic garbage collector in a one-shot run: its full passes walked every object pandas' import had made,
-    # again and again (2 M packets: CPU -7 %). The run leaves the same few hundred objects in cycles whatever
-    # the capture's length (390 in the reader, under 900 here, from 0.5 M to 4 M packets).
-    gc.disable()
     spill = Spill.open()  # before the fork: the child spills finished connections' rows where both can read them
 
     def read() -> Collected:
@@ -106,6 +103,21 @@ def _read(paths: list[str], params: Params, batch_frames: int, quiet: bool, keep
             bar.refresh()
 
         return collect(paths, progress=advance, **kw)
+
+
+@contextmanager
+def _one_shot() -> Iterator[None]:
+    """No cyclic garbage collector during a one-shot command (analyze, report): its full passes walked every
+    object pandas' import had made, again and again (2 M packets: CPU -7 %), and in a forked writer each pass
+    copied the pages they sit on (16 MB at 4 M packets). Such a run leaves the same few hundred objects in
+    cycles whatever the capture's length (390 in the reader, under 900 in the parent, 0.5 M to 4 M packets)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _list_detectors(value: bool) -> None:
@@ -223,55 +235,56 @@ def analyze_cmd(
     list_detectors: Annotated[bool, typer.Option("--list-detectors", is_eager=True, callback=_list_detectors, help="list the finding kinds and exit")] = False,
 ) -> None:
     """Analyse captures: connections, both endpoints' states, findings, and the end-of-capture socket counts."""
-    try:
-        if fmt not in FORMATS:
-            raise CaptureError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
-        if batch_frames < 1:
-            raise CaptureError("--batch-frames must be at least 1")
-        if output and writers.clobbers(output) and not force:
-            raise writers.OutputExists(f"{output}: exists; use --force to overwrite it")
-        if fail_on is not None and fail_on not in SEVERITIES:
-            raise CaptureError(f"--fail-on {fail_on}: choose one of {', '.join(SEVERITIES)}")
-        for extra in (html, conn_log):
-            if extra and writers.clobbers(extra) and not force:
-                raise writers.OutputExists(f"{extra}: exists; use --force to overwrite it")
-        params = Params(time_wait=time_wait, fin_timeout=fin_timeout, idle_timeout=idle_timeout, checksums=checksums)
-        settings = Settings(time_wait=time_wait, ephemeral_ports=ephemeral_ports)
-        beside: list[int] = []  # the conn.log writer, forked as soon as the tables are built...
-        spools: list[writers.Spool] = []  # ...or the JSON connection rows
-
-        def tables_ready(built: Report) -> None:
-            # Neither needs the findings, so one of them is written on the other core while the detectors run:
-            # the JSON connection rows (the longer), else conn.log. conn.log then comes beside the rest.
-            if fmt == "json" and (spool := writers.spool_rows(built.connections, _beside, output or "-")) is not None:
-                spools.append(spool)
-            elif conn_log and _conn_log_beside(fmt, output, conn_log, html):
-                pid = _beside(lambda: writers.write(built, "zeek", conn_log, force))
-                beside.extend([pid] if pid is not None else [])
-
+    with _one_shot():
         try:
-            report = _run(captures, params, batch_frames, quiet, _shown(terminal=fmt == "table", html=bool(html)),
-                          keep_segments=html is not None, settings=settings, only=_kinds(kinds),
-                          tables_ready=tables_ready)
-            at_ns = parse_instant(at, report.capture.first_ns) if at else None
-        except BaseException:
-            for pid in beside:
-                os.waitpid(pid, 0)  # this process's own error is the one reported
-            for spool in spools:
-                spool.close()
-            raise
-        try:
-            _write_outputs(report, fmt, output, force, limit, at_ns, conn_log, html, beside[0] if beside else None,
-                           spools[0] if spools else None)
-        finally:
-            for spool in spools:
-                spool.close()
-    except CaptureError as exc:
-        fail(exc, debug)
-    except (OSError, ValueError, MemoryError, forks.ChildFailed) as exc:
-        fail(exc, debug)
-    if fail_on is not None and _worst(report, fail_on):
-        raise typer.Exit(1)
+            if fmt not in FORMATS:
+                raise CaptureError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+            if batch_frames < 1:
+                raise CaptureError("--batch-frames must be at least 1")
+            if output and writers.clobbers(output) and not force:
+                raise writers.OutputExists(f"{output}: exists; use --force to overwrite it")
+            if fail_on is not None and fail_on not in SEVERITIES:
+                raise CaptureError(f"--fail-on {fail_on}: choose one of {', '.join(SEVERITIES)}")
+            for extra in (html, conn_log):
+                if extra and writers.clobbers(extra) and not force:
+                    raise writers.OutputExists(f"{extra}: exists; use --force to overwrite it")
+            params = Params(time_wait=time_wait, fin_timeout=fin_timeout, idle_timeout=idle_timeout, checksums=checksums)
+            settings = Settings(time_wait=time_wait, ephemeral_ports=ephemeral_ports)
+            beside: list[int] = []  # the conn.log writer, forked as soon as the tables are built...
+            spools: list[writers.Spool] = []  # ...or the JSON connection rows
+
+            def tables_ready(built: Report) -> None:
+                # Neither needs the findings, so one of them is written on the other core while the detectors run:
+                # the JSON connection rows (the longer), else conn.log. conn.log then comes beside the rest.
+                if fmt == "json" and (spool := writers.spool_rows(built.connections, _beside, output or "-")) is not None:
+                    spools.append(spool)
+                elif conn_log and _conn_log_beside(fmt, output, conn_log, html):
+                    pid = _beside(lambda: writers.write(built, "zeek", conn_log, force))
+                    beside.extend([pid] if pid is not None else [])
+
+            try:
+                report = _run(captures, params, batch_frames, quiet, _shown(terminal=fmt == "table", html=bool(html)),
+                              keep_segments=html is not None, settings=settings, only=_kinds(kinds),
+                              tables_ready=tables_ready)
+                at_ns = parse_instant(at, report.capture.first_ns) if at else None
+            except BaseException:
+                for pid in beside:
+                    os.waitpid(pid, 0)  # this process's own error is the one reported
+                for spool in spools:
+                    spool.close()
+                raise
+            try:
+                _write_outputs(report, fmt, output, force, limit, at_ns, conn_log, html, beside[0] if beside else None,
+                               spools[0] if spools else None)
+            finally:
+                for spool in spools:
+                    spool.close()
+        except CaptureError as exc:
+            fail(exc, debug)
+        except (OSError, ValueError, MemoryError, forks.ChildFailed) as exc:
+            fail(exc, debug)
+        if fail_on is not None and _worst(report, fail_on):
+            raise typer.Exit(1)
 
 
 @app.command("report")
@@ -284,19 +297,20 @@ def report_cmd(
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback on errors")] = False,
 ) -> None:
     """Write the HTML session timeline report: overview, timeline of every connection, ladders and graphs."""
-    try:
-        if writers.clobbers(output) and not force:
-            raise writers.OutputExists(f"{output}: exists; use --force to overwrite it")
-        report = _run(captures, Params(checksums=checksums), DEFAULT_BATCH, quiet, _shown(terminal=False, html=True),
-                      keep_segments=True)
-        from .html import write_html
-        write_html(report, output, force)
-        err().print(f"wrote {output}: {len(report.connections)} connections, {len(report.findings)} findings",
-                    markup=False)
-    except CaptureError as exc:
-        fail(exc, debug)
-    except (OSError, ValueError, MemoryError, forks.ChildFailed) as exc:
-        fail(exc, debug)
+    with _one_shot():
+        try:
+            if writers.clobbers(output) and not force:
+                raise writers.OutputExists(f"{output}: exists; use --force to overwrite it")
+            report = _run(captures, Params(checksums=checksums), DEFAULT_BATCH, quiet, _shown(terminal=False, html=True),
+                          keep_segments=True)
+            from .html import write_html
+            write_html(report, output, force)
+            err().print(f"wrote {output}: {len(report.connections)} connections, {len(report.findings)} findings",
+                        markup=False)
+        except CaptureError as exc:
+            fail(exc, debug)
+        except (OSError, ValueError, MemoryError, forks.ChildFailed) as exc:
+            fail(exc, debug)
 
 
 @app.command("live")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import gzip
 import io
 import json
@@ -10,6 +11,7 @@ import re
 import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -181,3 +183,22 @@ def test_report_command_writes_html_and_refuses_to_overwrite(tmp_path: Path) -> 
     before = out.read_bytes()
     code, _, err = tcpa("report", str(pcaps / "normal_close.pcap"), "-o", str(out), "-q")
     assert code == 2 and "exists" in err and out.read_bytes() == before
+
+
+def test_the_garbage_collector_is_off_during_a_one_shot_command_and_on_after(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from analyzer import writers
+
+    during: list[bool] = []
+    real = writers.write
+
+    def write(*args: Any, **kw: Any) -> None:
+        during.append(gc.isenabled())
+        real(*args, **kw)
+
+    monkeypatch.setattr(writers, "write", write)
+    assert gc.isenabled()
+    code, _, _ = tcpa("analyze", str(GET), "-f", "json", "-o", str(tmp_path / "r.json"))
+    assert code == 0 and during == [False] and gc.isenabled()
+    code, _, _ = tcpa("analyze", str(tmp_path / "missing.pcap"), "-f", "json")  # an error on the way out too
+    assert code == 2 and gc.isenabled()
