@@ -59,11 +59,16 @@ def spawn(work: Callable[[], None]) -> int | None:
         os._exit(code)
 
 
-def join(pid: int) -> None:
-    """Wait for a spawned child; raise ChildFailed if it failed (killed by a signal: 128 + the signal)."""
+def wait(pid: int) -> int:
+    """Wait for a spawned child: its exit status (killed by a signal: 128 + the signal)."""
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    if code:
-        raise ChildFailed(code if code > 0 else 128 - code)
+    return code if code >= 0 else 128 - code
+
+
+def join(pid: int) -> None:
+    """Wait for a spawned child; raise ChildFailed if it failed."""
+    if code := wait(pid):
+        raise ChildFailed(code)
 
 
 class RemoteTraceback(Exception):

@@ -256,33 +256,52 @@ class Spool:
     """The connection rows in JSON, being written by a forked child before the detectors have run: each row's
     object without its closing brace, one per line, in an unlinked temporary file (beside the output, so it
     takes disk and page cache, not memory that cannot be reclaimed). to_json completes each row with the
-    columns added since (the per-connection findings summary)."""
+    columns added since (the per-connection findings summary). The child may go on with other work once the
+    rows are written (`then`: conn.log), and says when they are through a pipe."""
 
     pid: int
     fd: int
+    ready: int  # the pipe: one byte once every row is written
     columns: tuple[str, ...]
-    waited: bool = False
+    then: bool = False  # the child writes something else after the rows
+    rows_done: bool = False
+    status: int | None = None  # the child's exit status, once it has ended
     closed: bool = False
 
     def join(self) -> None:
-        """Wait for the child; ChildFailed if it failed."""
-        if not self.waited:
-            self.waited = True
-            forks.join(self.pid)
+        """Wait for the rows (not for what the child does after them); ChildFailed if it failed before."""
+        if not self.rows_done:
+            if os.read(self.ready, 1) != b"1":  # it ended without them
+                self.finish()
+                raise OSError("the forked JSON writer ended without writing the connection rows")
+            self.rows_done = True
 
-    def close(self) -> None:
-        """Wait for the child if not done yet and let go of what it wrote (idempotent)."""
-        if not self.waited:
-            self.waited = True
-            os.waitpid(self.pid, 0)
+    def finish(self) -> None:
+        """Wait for the child to end; ChildFailed if it failed."""
+        if self.status is None:
+            self.status = forks.wait(self.pid)
+        if self.status:
+            raise forks.ChildFailed(self.status)
+
+    def release(self) -> None:
+        """Let go of what the child wrote (idempotent); the child may still be at its `then` work."""
         if not self.closed:
             self.closed = True
             os.close(self.fd)
+            os.close(self.ready)
+
+    def close(self) -> None:
+        """Wait for the child to end if it has not yet (its failure is not raised here), then release()."""
+        if self.status is None:
+            self.status = forks.wait(self.pid)
+        self.release()
 
 
-def spool_rows(frame: pd.DataFrame, spawn: Spawn, output: str) -> Spool | None:
+def spool_rows(frame: pd.DataFrame, spawn: Spawn, output: str, then: Callable[[], None] | None = None
+               ) -> Spool | None:
     """Start serialising the table's rows in a forked child (see Spool), for the JSON output to `output` ("-":
-    stdout); None where that is not possible or does not pay, and to_json does the rows itself."""
+    stdout), then `then()` in the same child; None where that is not possible or does not pay, and to_json
+    does the rows itself."""
     if len(frame) < SPOOL_MIN_ROWS:
         return None
     near = None if output == "-" else os.path.dirname(os.path.abspath(output))
@@ -291,16 +310,24 @@ def spool_rows(frame: pd.DataFrame, spawn: Spawn, output: str) -> Spool | None:
         os.unlink(name)
     except OSError:  # no place for it: the output's own error, if any, is reported where it is written
         return None
+    ready, done = os.pipe()
 
     def work() -> None:
+        os.close(ready)
         with open(fd, "wb", closefd=False) as out:
             out.writelines(_blocks(frame, b"\n", b"\n"))  # the closing braces come with the columns added later
+        os.write(done, b"1")
+        os.close(done)
+        if then is not None:
+            then()
 
     pid = spawn(work)
+    os.close(done)
     if pid is None:
         os.close(fd)
+        os.close(ready)
         return None
-    return Spool(pid, fd, tuple(str(c) for c in frame.columns))
+    return Spool(pid, fd, ready, tuple(str(c) for c in frame.columns), then is not None)
 
 
 SPLICE_BYTES = 4 << 20  # the spool is read this much at a time
@@ -345,8 +372,8 @@ def _spooled(frame: pd.DataFrame, spool: Spool) -> Iterator[bytes | memoryview]:
         if have or rows != len(frame):
             raise OSError(f"the forked JSON writer gave {'more than ' if have else ''}{rows} connection rows for "
                           f"{len(frame)}")
-    finally:
-        spool.close()
+    finally:  # once the child has said the rows are written, it no longer needs this side of the pipe
+        spool.release() if spool.rows_done else spool.close()
 
 
 def _ends(frame: pd.DataFrame) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.int64]]:

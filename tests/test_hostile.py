@@ -634,8 +634,8 @@ def test_json_rows_spooled_before_the_detectors_are_byte_identical(tmp_path: Pat
     spooled: list[writers.Spool | None] = []
     real = writers.spool_rows
 
-    def spool_rows(frame: Any, spawn: Any, output: str) -> writers.Spool | None:
-        spooled.append(real(frame, spawn, output))
+    def spool_rows(frame: Any, spawn: Any, output: str, then: Any = None) -> writers.Spool | None:
+        spooled.append(real(frame, spawn, output, then))
         return spooled[-1]
 
     monkeypatch.setattr(writers, "spool_rows", spool_rows)
@@ -644,7 +644,8 @@ def test_json_rows_spooled_before_the_detectors_are_byte_identical(tmp_path: Pat
     if splice_bytes is not None:
         monkeypatch.setattr(writers, "SPLICE_BYTES", splice_bytes)
     assert run("spooled") == alone
-    assert spooled and spooled[0] is not None and spooled[0].closed  # the child did write the rows
+    assert spooled and spooled[0] is not None and spooled[0].closed  # the child did write the rows...
+    assert spooled[0].then and spooled[0].status == 0  # ...and then conn.log
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.json", "alone.log", "spooled.json", "spooled.log"]
 
 
@@ -687,6 +688,19 @@ def test_conn_log_failure_beside_the_main_output_is_one_line_and_exit_2(tmp_path
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tcpa: error: ") and "does not exist" in lines[0], lines
     assert json.loads((tmp_path / "r.json").read_bytes())["capture"]["frames"] > 0  # the JSON still written
+
+
+def test_conn_log_failure_after_the_spooled_rows_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """The child that writes the JSON rows goes on to conn.log: its failure there still fails the command."""
+    missing = tmp_path / "no-such-dir" / "conn.log"
+    spooling = "from analyzer import cli, writers; writers.SPOOL_MIN_ROWS = 2; cli.main()"  # a small capture spooled
+    done = subprocess.run([sys.executable, "-c", spooling, "analyze", str(PCAPS / "showcase.pcapng"), "-q", "-f",
+                           "json", "-o", str(tmp_path / "r.json"), "--conn-log", str(missing)], capture_output=True,
+                          text=True, timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tcpa: error: ") and "does not exist" in lines[0], lines
+    assert json.loads((tmp_path / "r.json").read_bytes())["connections"]  # the JSON still written
 
 
 def test_json_rows_built_by_column_are_what_orjson_gives_each_record() -> None:
