@@ -105,18 +105,24 @@ def _read(paths: list[str], params: Params, batch_frames: int, quiet: bool, keep
         return collect(paths, progress=advance, **kw)
 
 
+_ENDING: list[bool] = []  # main() ends the process right after the command
+
+
 @contextmanager
 def _one_shot() -> Iterator[None]:
     """No cyclic garbage collector during a one-shot command (analyze, report): its full passes walked every
     object pandas' import had made, again and again (2 M packets: CPU -7 %), and in a forked writer each pass
     copied the pages they sit on (16 MB at 4 M packets). Such a run leaves the same few hundred objects in
-    cycles whatever the capture's length (390 in the reader, under 900 in the parent, 0.5 M to 4 M packets)."""
+    cycles whatever the capture's length (390 in the reader, under 900 in the parent, 0.5 M to 4 M packets).
+
+    It is on again afterwards for an in-process caller, but not where the process ends next (main()): the
+    first allocation after gc.enable() ran a full pass, 60 ms at 2 M packets."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        if enabled:
+        if enabled and not _ENDING:
             gc.enable()
 
 
@@ -458,6 +464,7 @@ def main() -> None:
     """
     heap.pin_mmap_threshold()
     heap.arrow_on_glibc()
+    _ENDING.append(True)
     code: int | str | None = 0
     try:
         app()
