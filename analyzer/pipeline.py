@@ -26,7 +26,7 @@ from .segments import SegmentTable
 from .sequence import EV_NAMES, EVENT_NAMES
 from .tracker import CT_NAMES, SG_NAMES, Params, Tracker
 
-if TYPE_CHECKING:  # pandas and the modules built on it load while the capture is read: see cli._preload()
+if TYPE_CHECKING:  # pandas and the modules built on it load while the capture is read: see cli._run()
     import pandas as pd
 
     from .report import Report
