@@ -197,6 +197,7 @@ class Pieces:
 
         text = np.concatenate([np.frombuffer(b, np.uint8) for b in self.blobs])
         start, end = np.concatenate(self.starts), np.concatenate(self.ends)
+        self.blobs, self.starts, self.ends = [], [], []  # not held twice while the rows are laid out (6 MB)
         size = end - start
         out = np.empty(int(size[codes].sum()) + codes.shape[1] * int(size[pre].sum()), np.uint8)
         assemble(np.ascontiguousarray(codes), pre, text, start, end, out)
