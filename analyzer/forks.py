@@ -141,6 +141,11 @@ def _send(work: Callable[[], Any], out: IO[bytes], names: dict[str, object]) -> 
     except BaseException:  # noqa: BLE001 - the parent reads no result and says how the child ended
         code = 1
     finally:
+        for stream in (sys.stdout, sys.stderr):  # what it showed (a progress bar) is out before it ends
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
         os._exit(code)
 
 
