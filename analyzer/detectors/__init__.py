@@ -180,9 +180,12 @@ class Context:
             col = getattr(self, table)[name]
             values = None
             if isinstance(col.dtype, pd.StringDtype):  # text that repeats: each distinct value one object, shared
-                codes, uniques = self.codes(table, name)  # by its rows (to_numpy() makes one per row: 3 MB a
-                if 2 * len(uniques) < len(codes):  # column at 40 000 connections)
+                asked = ("codes", table, name) in self._cache  # by its rows (to_numpy() makes one per row: 3 MB
+                codes, uniques = self.codes(table, name)  # a column at 40 000 connections)
+                if 2 * len(uniques) < len(codes):
                     values = np.array([*uniques, col.dtype.na_value], dtype=object)[codes]
+                elif not asked:  # mostly distinct (uids): its codes are kept only if a detector asks for them
+                    del self._cache[("codes", table, name)]
             self._cache[key] = _frozen(col.to_numpy() if values is None else values)
         return self._cache[key]  # type: ignore[no-any-return]
 
