@@ -105,7 +105,7 @@ def _read(paths: list[str], params: Params, batch_frames: int, quiet: bool, keep
         return collect(paths, progress=advance, **kw)
 
 
-_ENDING: list[bool] = []  # main() ends the process right after the command
+_ending = False  # main() ends the process right after the command
 
 
 @contextmanager
@@ -122,7 +122,7 @@ def _one_shot() -> Iterator[None]:
     try:
         yield
     finally:
-        if enabled and not _ENDING:
+        if enabled and not _ending:
             gc.enable()
 
 
@@ -176,8 +176,8 @@ def _write_outputs(report: Report, fmt: str, output: str | None, force: bool, li
     `beside`: the pid of a child already writing conn.log, else it is done here; `spool`: the JSON connection
     rows a child is writing, and then conn.log if spool.then (both started in analyze_cmd).
     """
-    logged = spool is not None and spool.then  # the spool's child writes conn.log after the rows
-    if beside is None and conn_log and not logged and _conn_log_beside(fmt, output, conn_log, html):
+    logged = spool if spool is not None and spool.then else None  # its child writes conn.log after the rows
+    if beside is None and conn_log and logged is None and _conn_log_beside(fmt, output, conn_log, html):
         beside = _beside(lambda: writers.write(report, "zeek", conn_log, force))
     try:
         _write_main(report, fmt, output, force, limit, at_ns, html, spool)
@@ -185,8 +185,8 @@ def _write_outputs(report: Report, fmt: str, output: str | None, force: bool, li
         if beside is not None:
             os.waitpid(beside, 0)  # this process's own error is the one reported
         raise
-    if logged:
-        spool.finish()  # type: ignore[union-attr]
+    if logged is not None:
+        logged.finish()
     elif beside is not None:
         forks.join(beside)
     elif conn_log:
@@ -462,9 +462,10 @@ def main() -> None:
     Once the command is done (every output written, closed and renamed into place) the process ends without
     the interpreter's teardown, which on a large capture spends most of a second freeing objects one by one.
     """
+    global _ending
     heap.pin_mmap_threshold()
     heap.arrow_on_glibc()
-    _ENDING.append(True)
+    _ending = True
     code: int | str | None = 0
     try:
         app()
