@@ -52,7 +52,7 @@ def rows(src: npt.NDArray[np.uint8], size: int, first: int, codes: npt.NDArray[n
 
 
 @kernel(inline=True)
-def _put(text: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], end: npt.NDArray[np.int64], piece: int,
+def _put(text: npt.NDArray[np.uint8], start: npt.NDArray[np.int32], end: npt.NDArray[np.int32], piece: int,
          out: npt.NDArray[np.uint8], o: int) -> int:
     for k in range(start[piece], end[piece]):
         out[o] = text[k]
@@ -60,11 +60,12 @@ def _put(text: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], end: npt.NDA
     return o
 
 
-@entry("i8[:, ::1], i8[::1], u1[::1], i8[::1], i8[::1], u1[::1]")
-def assemble(codes: npt.NDArray[np.int64], pre: npt.NDArray[np.int64], text: npt.NDArray[np.uint8],
-             start: npt.NDArray[np.int64], end: npt.NDArray[np.int64], out: npt.NDArray[np.uint8]) -> None:
+@entry("i4[:, ::1], i4[::1], u1[::1], i4[::1], i4[::1], u1[::1]")
+def assemble(codes: npt.NDArray[np.int32], pre: npt.NDArray[np.int32], text: npt.NDArray[np.uint8],
+             start: npt.NDArray[np.int32], end: npt.NDArray[np.int32], out: npt.NDArray[np.uint8]) -> None:
     """Rows from their columns' pieces: for row i, for column j, piece pre[j] then piece codes[j, i], where
-    piece k is text[start[k]:end[k]]. `out` must hold exactly the sum of those pieces' lengths."""
+    piece k is text[start[k]:end[k]] (32-bit numbers and offsets: a block of rows is a few MB of text).
+    `out` must hold exactly the sum of those pieces' lengths."""
     o = 0
     for i in range(codes.shape[1]):
         for j in range(codes.shape[0]):

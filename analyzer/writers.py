@@ -151,21 +151,27 @@ Spawn = Callable[[Callable[[], None]], "int | None"]  # work run in a forked chi
 SPOOL_MIN_ROWS = 4 * CHUNK_ROWS  # below this a second process costs more than it saves
 
 
+PIECE_LIMIT = 1 << 31  # pieces, and bytes of text, in one block of rows: numbered and placed in 32 bits
+
+
 class Pieces:
-    """Text cut into pieces, numbered in the order added, from which splice.assemble lays out rows."""
+    """Text cut into pieces, numbered in the order added, from which splice.assemble lays out rows (a block of
+    a few thousand at a time: piece numbers and offsets are 32-bit, half the memory of 64)."""
 
     def __init__(self) -> None:
         self.blobs: list[bytes] = []
-        self.starts: list[npt.NDArray[np.int64]] = []
-        self.ends: list[npt.NDArray[np.int64]] = []
+        self.starts: list[npt.NDArray[np.int32]] = []
+        self.ends: list[npt.NDArray[np.int32]] = []
         self.size = self.count = 0
 
     def cut(self, blob: bytes, start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]) -> int:
         """Add the pieces blob[start[k]:end[k]]; the number of the first."""
         first = self.count
+        if self.size + len(blob) >= PIECE_LIMIT or self.count + len(start) >= PIECE_LIMIT:
+            raise ValueError("a block of output rows over 2 GiB of text")
         self.blobs.append(blob)
-        self.starts.append(start + self.size)
-        self.ends.append(end + self.size)
+        self.starts.append((start + self.size).astype(np.int32))
+        self.ends.append((end + self.size).astype(np.int32))
         self.size += len(blob)
         self.count += len(start)
         return first
@@ -191,7 +197,7 @@ class Pieces:
             raise ValueError(f"a JSON array of {values} values cut into {cuts + 1}")
         return self.cut(text, np.append(0, at[:cuts] + 1), np.append(at[:cuts], len(text))) + np.arange(values)
 
-    def rows(self, codes: npt.NDArray[np.int64], pre: npt.NDArray[np.int64]) -> memoryview:
+    def rows(self, codes: npt.NDArray[np.integer[Any]], pre: npt.NDArray[np.int64]) -> memoryview:
         """The rows: for each row i and column j, piece pre[j] then piece codes[j, i] (splice.assemble)."""
         from .splice import assemble
 
@@ -200,7 +206,7 @@ class Pieces:
         self.blobs, self.starts, self.ends = [], [], []  # not held twice while the rows are laid out (6 MB)
         size = end - start
         out = np.empty(int(size[codes].sum()) + codes.shape[1] * int(size[pre].sum()), np.uint8)
-        assemble(np.ascontiguousarray(codes), pre, text, start, end, out)
+        assemble(np.ascontiguousarray(codes, np.int32), pre.astype(np.int32), text, start, end, out)
         return out.data
 
 
@@ -237,7 +243,7 @@ def json_block(frame: pd.DataFrame, end: bytes, last_end: bytes) -> bytes | memo
     pieces = Pieces()
     pre = pieces.texts([(b"{" if j == 0 else b",") + dumps(str(name)) + b":" for j, name in enumerate(frame.columns)]
                        + [b"" if width else b"{"]) + np.arange(width + 1)
-    codes = np.empty((width + 1, n), np.int64)
+    codes = np.empty((width + 1, n), np.int32)
     for j, name in enumerate(frame.columns):
         codes[j] = _json_codes(frame[name], pieces)
     codes[width] = pieces.texts([end, last_end]) + (np.arange(n) == n - 1)
