@@ -745,3 +745,11 @@ def test_conn_log_rows_escape_hostile_text() -> None:
     assert lines[0].split("\t")[8:11] == ["-", "-", "-"] and lines[1].split("\t")[8:11] == ["0.125000", "2", "2"]
     assert lines[0].split("\t")[15] == "-" and lines[1].split("\t")[15] == "a\\x09b\\x2c\\x5c"
     assert lines[0].split("\t")[-1] == "\\x2d" and lines[1].split("\t")[-1] == "(empty)"
+
+
+def test_a_block_of_rows_beyond_32_bit_pieces_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = pd.DataFrame({"a": ["x" * 60, "y" * 60]})
+    assert bytes(writers.json_block(frame, b"\n", b"\n")).count(b"\n") == 2
+    monkeypatch.setattr(writers, "PIECE_LIMIT", 100)  # (2 GiB in earnest: a block is a few MB)
+    with pytest.raises(ValueError, match="over 2 GiB of text"):
+        writers.json_block(frame, b"\n", b"\n")
