@@ -200,8 +200,7 @@ class Rows:
 
     def copy(self) -> Rows:
         """A copy that shares the rows so far (never changed once written) and appends elsewhere."""
-        out = Rows(self.width, self.dtype.type, self.spill)
-        out._spill = self._spill
+        out = Rows(self.width, self.dtype.type, self._spill or self.spill)
         out.chunks = self._parts()
         if self.chunks:  # the open chunk (an array: only full chunks are packed), now shared
             self._lent, out._lent = self.chunks[-1], out.chunks[-1]  # type: ignore[assignment]

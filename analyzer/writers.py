@@ -285,10 +285,14 @@ class Spool:
 
     def finish(self) -> None:
         """Wait for the child to end; ChildFailed if it failed."""
+        if status := self._wait():
+            raise forks.ChildFailed(status)
+
+    def _wait(self) -> int:
+        """The child's exit status, once it has ended (waited for once)."""
         if self.status is None:
             self.status = forks.wait(self.pid)
-        if self.status:
-            raise forks.ChildFailed(self.status)
+        return self.status
 
     def release(self) -> None:
         """Let go of what the child wrote (idempotent); the child may still be at its `then` work."""
@@ -299,8 +303,7 @@ class Spool:
 
     def close(self) -> None:
         """Wait for the child to end if it has not yet (its failure is not raised here), then release()."""
-        if self.status is None:
-            self.status = forks.wait(self.pid)
+        self._wait()
         self.release()
 
 
@@ -379,8 +382,11 @@ def _spooled(frame: pd.DataFrame, spool: Spool) -> Iterator[bytes | memoryview]:
         if have or rows != len(frame):
             raise OSError(f"the forked JSON writer gave {'more than ' if have else ''}{rows} connection rows for "
                           f"{len(frame)}")
-    finally:  # once the child has said the rows are written, it no longer needs this side of the pipe
-        spool.release() if spool.rows_done else spool.close()
+    finally:
+        if spool.rows_done:  # the child has said the rows are written: it no longer needs this side of the pipe
+            spool.release()
+        else:
+            spool.close()
 
 
 def _ends(frame: pd.DataFrame) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
