@@ -616,6 +616,40 @@ def test_conn_log_written_beside_the_main_output(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.log", "both.log", "r.json"]  # no .part left
 
 
+def test_the_command_imports_pandas_without_pyarrow_unless_writing_parquet(tmp_path: Path) -> None:
+    """`tcpa analyze` (a process that ends with the command) keeps pyarrow out of pandas, except for Parquet."""
+    probe = ("import os, sys; from analyzer import cli; end, me = os._exit, os.getpid(); "  # the forked children too
+             "os._exit = lambda code: (os.getpid() == me and print('pyarrow' in sys.modules, code), end(code)); "
+             "sys.argv = ['tcpa', *sys.argv[1:]]; cli.main()")
+    pcap = str(PCAPS / "showcase.pcapng")
+    for fmt, arrow in (("json", "False"), ("parquet", "True")):
+        done = subprocess.run([sys.executable, "-c", probe, "analyze", pcap, "-q", "-f", fmt, "-o",
+                               str(tmp_path / f"r.{fmt}")], capture_output=True, text=True, timeout=300,
+                              check=False, cwd=ROOT)
+        assert done.stdout.split() == [arrow, "0"], done.stderr
+
+
+@pytest.mark.parametrize("pcap", SCENARIOS, ids=lambda p: p.name)
+def test_outputs_without_pyarrow_are_those_of_the_library_with_it(tmp_path: Path, pcap: Path) -> None:
+    """pandas without pyarrow (the command: text columns as Python strings) and with it (this process: Arrow
+    strings) give the same JSON, CSV, conn.log and HTML, byte for byte, on every scenario capture."""
+    from analyzer.html import write_html
+
+    assert pd.options.mode.string_storage in ("auto", "pyarrow") and "pyarrow" in sys.modules
+    mine = analyze(pcap, keep_segments=True)
+    for fmt in ("json", "csv"):
+        done = subprocess.run([str(TCPA), "analyze", str(pcap), "-q", "-f", fmt, "-o", str(tmp_path / f"cli.{fmt}"),
+                               "--conn-log", str(tmp_path / "cli.log"), "--html", str(tmp_path / "cli.html"),
+                               "--force"], capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr
+        writers.write(mine, fmt, str(tmp_path / f"lib.{fmt}"), force=True)
+        assert (tmp_path / f"cli.{fmt}").read_bytes() == (tmp_path / f"lib.{fmt}").read_bytes()
+    writers.write(mine, "zeek", str(tmp_path / "lib.log"), force=True)
+    write_html(mine, str(tmp_path / "lib.html"), True)
+    assert (tmp_path / "cli.log").read_bytes() == (tmp_path / "lib.log").read_bytes()
+    assert (tmp_path / "cli.html").read_bytes() == (tmp_path / "lib.html").read_bytes()
+
+
 @pytest.mark.parametrize("splice_bytes", [None, 4096, 64])  # the spool read in pieces of many rows, or less than one
 def test_json_rows_spooled_before_the_detectors_are_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    splice_bytes: int | None) -> None:
