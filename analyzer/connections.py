@@ -180,7 +180,8 @@ def connections_frame(rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8], 
     c["syn_to_synack_ms"] = _ms(rows[:, C_SYNACK_NS], rows[:, C_SYN_NS])
     c["synack_to_ack_ms"] = _ms(rows[:, C_HS_ACK_NS], rows[:, C_SYNACK_NS])
     c["handshake_rtt_ms"] = _ms(rows[:, C_HS_ACK_NS], rows[:, C_SYN_NS])
-    c["started"] = np.where(rows[:, C_START] == START_SYN, "syn", np.where(rows[:, C_START] == 1, "synack", "midstream"))
+    c["started"] = texts(("syn", "synack", "midstream"), np.where(rows[:, C_START] == START_SYN, 0,
+                                                                  np.where(rows[:, C_START] == 1, 1, 2)))
     _closing(c, rows, transitions)
     _zeek(c, rows, hist)
     c["truncated_segments"] = rows[:, C_TRUNCATED]
@@ -190,11 +191,19 @@ def connections_frame(rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8], 
     return pd.DataFrame(c)
 
 
+def texts(names: tuple[str, ...], codes: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.object_]:
+    """A text column from each row's code into `names`: one Python string per name, shared by its rows. A
+    string made per row (numpy's text arrays become one each) held 56 bytes a row in the heap, and every page
+    of them was copied again into a forked writer that touched them (at 4 M packets, 160 000 strings for a
+    few dozen values)."""
+    return np.array(names, dtype=object)[codes]
+
+
 def _first(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
     """Which endpoint did something first ('orig', 'resp' or None), given each one's time (NONE: never)."""
     big = np.iinfo(np.int64).max
     a2, b2 = np.where(a == NONE, big, a), np.where(b == NONE, big, b)
-    out = np.where(a2 <= b2, "orig", "resp").astype(object)
+    out = texts(ENDPOINTS, (a2 > b2).astype(np.intp))
     out[(a == NONE) & (b == NONE)] = None
     return out
 
@@ -208,8 +217,8 @@ def positions(ids: npt.NDArray[np.int64], wanted: npt.NDArray[np.int64]) -> npt.
     return at
 
 
-def _final_states(conns: npt.NDArray[np.int64], transitions: pd.DataFrame, initial: npt.NDArray[np.str_]
-                  ) -> dict[str, npt.NDArray[np.str_]]:
+def _final_states(conns: npt.NDArray[np.int64], transitions: pd.DataFrame, initial: npt.NDArray[np.object_]
+                  ) -> dict[str, npt.NDArray[np.object_]]:
     """Each endpoint's state after its last transition (`initial` where it had none). The transitions come
     sorted by connection, endpoint and time (transitions_frame): the last of each run is the one."""
     tc = transitions["conn"].to_numpy()
@@ -220,7 +229,7 @@ def _final_states(conns: npt.NDArray[np.int64], transitions: pd.DataFrame, initi
     for e, p in enumerate(ENDPOINTS):
         mine = last[ep[last] == e]  # the last transition of each connection on this side
         at = positions(tc[mine], conns)
-        state = initial.astype(object)
+        state = initial.copy()
         state[at >= 0] = to[mine][at[at >= 0]]
         out[f"{p}_state"] = state
     return out
@@ -238,30 +247,32 @@ def _closing(c: dict[str, Any], rows: npt.NDArray[np.int64], transitions: pd.Dat
     first_rst = np.where(rst0 == NONE, rst1, np.where(rst1 == NONE, rst0, np.minimum(rst0, rst1)))
     last_fin = np.maximum(fin0, fin1)
     reset = (first_rst != NONE) & ~(both_fin & (last_fin <= first_rst))
-    close = np.select(
-        [reset, closing, both_fin & three, both_fin, (fin0 != NONE) | (fin1 != NONE)],
-        ["reset", "simultaneous", "three_packet", "four_way", "half_closed"], default="open")
-    c["close"] = close
+    close = np.select([reset, closing, both_fin & three, both_fin, (fin0 != NONE) | (fin1 != NONE)],
+                      [0, 1, 2, 3, 4], default=5)
+    c["close"] = texts(("reset", "simultaneous", "three_packet", "four_way", "half_closed", "open"), close)
     active = _first(fin0, fin1)
-    active[close == "simultaneous"] = "both"
+    active[close == 1] = "both"
     c["active_closer"] = active
     c["reset_by"] = _first(rst0, rst1)
     rst_state = np.where(rst0 != NONE, rows[:, EP0 + E_RST_STATE], rows[:, EP1 + E_RST_STATE])
-    names = np.array(STATE_NAMES + ("",))
+    names = np.array(STATE_NAMES + ("",), dtype=object)
     reset_state = np.where(first_rst != NONE, names[np.where(rst_state < 0, len(STATE_NAMES), rst_state)], "")
     if (rst0 != NONE).any() and (rst1 != NONE).any():
         later_orig = (rst0 != NONE) & (rst1 != NONE) & (rst1 < rst0)
         reset_state[later_orig] = names[rows[later_orig, EP1 + E_RST_STATE]]
     c["reset_state"] = reset_state
-    initial = np.where(rows[:, C_START] == START_SYN, State.CLOSED.name, State.UNKNOWN.name)
+    initial = texts((State.CLOSED.name, State.UNKNOWN.name), (rows[:, C_START] != START_SYN).astype(np.intp))
     c.update(_final_states(conns, transitions, initial))
 
 
 def _zeek(c: dict[str, Any], rows: npt.NDArray[np.int64], hist: npt.NDArray[np.uint8]) -> None:
     """Zeek's history string and conn_state per connection."""
     # one fixed-width byte string per row: numpy drops the trailing NULs (letters are packed from the left)
-    history = [h.decode("ascii") for h in np.ascontiguousarray(hist).view(f"S{hist.shape[1]}").ravel().tolist()] \
-        if hist.shape[1] else [""] * len(hist)
+    if hist.shape[1]:  # a few dozen histories in all, each decoded once
+        distinct, at = np.unique(np.ascontiguousarray(hist).view(f"S{hist.shape[1]}").ravel(), return_inverse=True)
+        history = texts(tuple(h.decode("ascii") for h in distinct.tolist()), at.ravel()).tolist()
+    else:
+        history = [""] * len(hist)
     c["history"] = history
     c["conn_state"] = [
         conn_state(o, r, h, ob, rb) for o, r, h, ob, rb in

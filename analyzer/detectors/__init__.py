@@ -311,6 +311,9 @@ def run(report: Report, settings: Settings | None = None, only: Iterable[str] | 
     order = np.lexsort((np.array(cols["ts"], np.float64), kind_order, -rank)).tolist()  # stable: ties keep order
     out: dict[str, Any] = {name: [values[i] for i in order] for name, values in cols.items()}
     del cols
+    for name in ("kind", "severity", "direction"):  # a few values, often made a string per row (np.where, tolist)
+        one: dict[Any, Any] = {}
+        out[name] = [one.setdefault(v, v) for v in out[name]]  # each held once (see connections.texts)
     kind, ids = pd.factorize(np.array(out["kind"], dtype=object))
     for name in ("explanation", "causes", "remedy", "title"):  # long texts, the same for every finding of a kind:
         text, texts = pd.factorize(np.array([getattr(KINDS[k], name) for k in ids], dtype=object))  # held once
