@@ -196,7 +196,8 @@ def texts(names: tuple[str, ...], codes: npt.NDArray[np.integer[Any]]) -> npt.ND
     string made per row (numpy's text arrays become one each) held 56 bytes a row in the heap, and every page
     of them was copied again into a forked writer that touched them (at 4 M packets, 160 000 strings for a
     few dozen values)."""
-    return np.array(names, dtype=object)[codes]
+    column: npt.NDArray[np.object_] = np.array(names, dtype=object)[codes]
+    return column
 
 
 def _first(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
