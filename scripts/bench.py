@@ -110,6 +110,7 @@ FLOOR = "tcpa floor (no report)"
 def floor(pcap: str) -> None:
     """Read, decode and replay the capture as `tcpa analyze` does, two threads and all, then stop: no tables,
     detectors or outputs, and pandas never imported."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the command line (cli.py): no BLAS thread spinning
     from analyzer import heap, pipeline
     from analyzer.model import CaptureFacts
 

@@ -465,6 +465,30 @@ def test_records_spanning_read_chunks(tmp_path: Path, monkeypatch: pytest.Monkey
     assert [r for batch in shared for r in batch] == rows(want)
 
 
+SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "pcaps").glob("*.pcap*"))
+
+
+@pytest.mark.parametrize("chunk", [None, 4096 + 3])  # CHUNK as it is, or records across many mapped chunks
+def test_a_mapped_file_gives_what_reading_it_as_a_stream_gives(monkeypatch: pytest.MonkeyPatch,
+                                                               chunk: int | None) -> None:
+    """A plain file is mapped into memory chunk by chunk, a stream read: the same frames, facts and notices on
+    every scenario capture; batches kept stay whole after later chunks are mapped (and earlier ones let go)."""
+    if chunk is not None:
+        monkeypatch.setattr(capture_mod, "CHUNK", chunk)
+    for path in SCENARIOS:
+        compressed = path.suffix == ".gz"
+        with open_capture(path, batch_frames=7) as cap:
+            assert (cap._mapped is None) is compressed  # a compressed file is read
+            mapped = list(cap)
+        data = io.BufferedReader(io.BytesIO(path.read_bytes()))
+        stream = capture_mod.Capture(gzip.GzipFile(fileobj=data) if compressed else data,  # type: ignore[arg-type]
+                                     str(path), compressed, 7)
+        assert stream._mapped is None
+        read = list(stream)
+        assert rows(mapped) == rows(read), path.name
+        assert cap.facts == stream.facts, path.name
+
+
 # --- truncation and damage ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("batch", [1, 2, 1 << 16])
