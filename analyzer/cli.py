@@ -263,12 +263,13 @@ def analyze_cmd(
             spools: list[writers.Spool] = []  # ...or the JSON connection rows
 
             def tables_ready(built: Report) -> None:
-                # Neither needs the findings, so both are written on the other core while the detectors run: the
-                # JSON connection rows, then conn.log, by one child (two at once held both children's memory:
-                # 20 MB at 4 M packets); else conn.log alone.
+                # None needs the findings, so all are written on the other core while the detectors run: the
+                # JSON connection rows and state counts, then conn.log, by one child (two at once held both
+                # children's memory: 20 MB at 4 M packets); else conn.log alone.
                 log = partial(writers.write, built, "zeek", conn_log, force) \
                     if conn_log and _conn_log_beside(fmt, output, conn_log, html) else None
-                if fmt == "json" and (spool := writers.spool_rows(built.connections, _beside, output or "-", log)):
+                if fmt == "json" and (spool := writers.spool_rows(built.connections, _beside, output or "-", log,
+                                                                  built.states_at)):
                     spools.append(spool)
                 elif log is not None:
                     pid = _beside(log)

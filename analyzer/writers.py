@@ -12,7 +12,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,14 +263,16 @@ class Spool:
     """The connection rows in JSON, being written by a forked child before the detectors have run: each row's
     object without its closing brace, one per line, in an unlinked temporary file (beside the output, so it
     takes disk and page cache, not memory that cannot be reclaimed). to_json completes each row with the
-    columns added since (the per-connection findings summary). The child may go on with other work once the
-    rows are written (`then`: conn.log), and says when they are through a pipe."""
+    columns added since (the per-connection findings summary). The child may write the end-of-capture state
+    counts' rows next, into a file of their own, then go on with other work (`then`: conn.log); it says when
+    the rows, then the state counts, are written through a pipe."""
 
     pid: int
     fd: int
-    ready: int  # the pipe: one byte once every row is written
+    ready: int  # the pipe: b"1" once every row is written, then b"2" once the state counts are
     columns: tuple[str, ...]
     then: bool = False  # the child writes something else after the rows
+    states: int | None = None  # the file of the state counts' rows, if the child writes them
     rows_done: bool = False
     status: int | None = None  # the child's exit status, once it has ended
     closed: bool = False
@@ -282,6 +284,19 @@ class Spool:
                 self.finish()
                 raise OSError("the forked JSON writer ended without writing the connection rows")
             self.rows_done = True
+
+    def states_text(self) -> bytes | None:
+        """The state counts' rows in JSON, as _blocks() gives them, once the child has written them (after the
+        connection rows); None where it was not asked to or the spool was let go of."""
+        if self.states is None or self.closed:
+            return None
+        self.join()
+        if os.read(self.ready, 1) != b"2":
+            self.finish()
+            raise OSError("the forked JSON writer ended without writing the state counts")
+        os.lseek(self.states, 0, os.SEEK_SET)
+        with open(self.states, "rb", closefd=False) as fh:
+            return fh.read()
 
     def finish(self) -> None:
         """Wait for the child to end; ChildFailed if it failed."""
@@ -298,8 +313,8 @@ class Spool:
         """Let go of what the child wrote (idempotent); the child may still be at its `then` work."""
         if not self.closed:
             self.closed = True
-            os.close(self.fd)
-            os.close(self.ready)
+            for fd in (self.fd, self.ready, *([self.states] if self.states is not None else [])):
+                os.close(fd)
 
     def close(self) -> None:
         """Wait for the child to end if it has not yet (its failure is not raised here), then release()."""
@@ -307,26 +322,35 @@ class Spool:
         self.release()
 
 
-def spool_rows(frame: pd.DataFrame, spawn: Spawn, output: str, then: Callable[[], None] | None = None
-               ) -> Spool | None:
+def spool_rows(frame: pd.DataFrame, spawn: Spawn, output: str, then: Callable[[], None] | None = None,
+               states: Callable[[], pd.DataFrame] | None = None) -> Spool | None:
     """Start serialising the table's rows in a forked child (see Spool), for the JSON output to `output` ("-":
-    stdout), then `then()` in the same child; None where that is not possible or does not pay, and to_json
-    does the rows itself."""
+    stdout), then the rows of the table `states()` gives (the state counts), then `then()`, in the same child;
+    None where that is not possible or does not pay, and to_json does the rows itself."""
     if len(frame) < SPOOL_MIN_ROWS:
         return None
     near = None if output == "-" else os.path.dirname(os.path.abspath(output))
+    fds: list[int] = []
     try:
-        fd, name = tempfile.mkstemp(prefix=".tcpa-rows-", dir=near)
-        os.unlink(name)
+        for _ in range(2 if states is not None else 1):
+            fd, name = tempfile.mkstemp(prefix=".tcpa-rows-", dir=near)
+            fds.append(fd)
+            os.unlink(name)
     except OSError:  # no place for it: the output's own error, if any, is reported where it is written
+        for fd in fds:
+            os.close(fd)
         return None
     ready, done = os.pipe()
 
     def work() -> None:
         os.close(ready)
-        with open(fd, "wb", closefd=False) as out:
+        with open(fds[0], "wb", closefd=False) as out:
             out.writelines(_blocks(frame, b"\n", b"\n"))  # the closing braces come with the columns added later
         os.write(done, b"1")
+        if states is not None:
+            with open(fds[1], "wb", closefd=False) as out:
+                out.writelines(_blocks(states(), b"},\n", b"}"))
+            os.write(done, b"2")
         os.close(done)
         if then is not None:
             then()
@@ -334,10 +358,11 @@ def spool_rows(frame: pd.DataFrame, spawn: Spawn, output: str, then: Callable[[]
     pid = spawn(work)
     os.close(done)
     if pid is None:
-        os.close(fd)
-        os.close(ready)
+        for fd in (*fds, ready):
+            os.close(fd)
         return None
-    return Spool(pid, fd, ready, tuple(str(c) for c in frame.columns), then is not None)
+    return Spool(pid, fds[0], ready, tuple(str(c) for c in frame.columns), then is not None,
+                 fds[1] if states is not None else None)
 
 
 SPLICE_BYTES = 4 << 20  # the spool is read this much at a time
@@ -383,9 +408,7 @@ def _spooled(frame: pd.DataFrame, spool: Spool) -> Iterator[bytes | memoryview]:
             raise OSError(f"the forked JSON writer gave {'more than ' if have else ''}{rows} connection rows for "
                           f"{len(frame)}")
     finally:
-        if spool.rows_done:  # the child has said the rows are written: it no longer needs this side of the pipe
-            spool.release()
-        else:
+        if not spool.rows_done:
             spool.close()
 
 
@@ -413,23 +436,38 @@ def to_json(report: Report, fh: IO[bytes], spool: Spool | None = None) -> None:
     """One JSON object: schema, capture, connections, findings and the end-of-capture state counts.
 
     Written as it goes, one table row per line, so a large capture's report never sits in memory whole.
-    The connection rows come from `spool` where one was started (spool_rows); the state counts are computed
-    first, while its child may still be writing them.
+    The connection rows come from `spool` where one was started (spool_rows), and so do the state counts'
+    where its child wrote them; else the state counts are computed first, while its child may still be
+    writing the connection rows.
     """
-    states = report.states_at()
-    fh.write(b'{\n"schema": ' + dumps(SCHEMA_VERSION) + b',\n"capture": ' + dumps(capture_facts(report), True))
-    for name, frame in (("connections", report.connections), ("findings", report.findings),
-                        ("states_at_end", states)):
-        fh.write(b',\n"' + name.encode() + b'": [')
-        if len(frame):
-            fh.write(b"\n")
-            pieces = _spooled(frame, spool) if name == "connections" and spool is not None else \
-                _blocks(frame, b"},\n", b"}")
-            for piece in pieces:
-                fh.write(piece)
-            heap.trim()  # the blocks' memory, freed a few MB at a time, mostly stays in the heap otherwise
-        fh.write(b"\n]" if len(frame) else b"]")
-    fh.write(b"\n}\n")
+    try:
+        states = report.states_at() if spool is None or spool.states is None else None
+        fh.write(b'{\n"schema": ' + dumps(SCHEMA_VERSION) + b',\n"capture": ' + dumps(capture_facts(report), True))
+        conns, findings = report.connections, report.findings
+        _member(fh, "connections", _spooled(conns, spool) if spool is not None else _blocks(conns, b"},\n", b"}"),
+                len(conns) > 0)
+        _member(fh, "findings", _blocks(findings, b"},\n", b"}"), len(findings) > 0)
+        text = spool.states_text() if spool is not None else None  # None: not written there, or spool let go of
+        if text is None:
+            states = report.states_at() if states is None else states
+            _member(fh, "states_at_end", _blocks(states, b"},\n", b"}"), len(states) > 0)
+        else:
+            _member(fh, "states_at_end", [text], len(text) > 0)
+        fh.write(b"\n}\n")
+    finally:
+        if spool is not None:
+            spool.release()  # what its child wrote (it may still be at its `then` work)
+
+
+def _member(fh: IO[bytes], name: str, rows: Iterable[bytes | memoryview], any_rows: bool) -> None:
+    """A table as a member of the JSON object: its name, then its rows (one a line) in brackets."""
+    fh.write(b',\n"' + name.encode() + b'": [')
+    if any_rows:
+        fh.write(b"\n")
+        for piece in rows:
+            fh.write(piece)
+        heap.trim()  # the blocks' memory, freed a few MB at a time, mostly stays in the heap otherwise
+    fh.write(b"\n]" if any_rows else b"]")
 
 
 def to_jsonl(report: Report, fh: IO[bytes]) -> None:

@@ -668,8 +668,8 @@ def test_json_rows_spooled_before_the_detectors_are_byte_identical(tmp_path: Pat
     spooled: list[writers.Spool | None] = []
     real = writers.spool_rows
 
-    def spool_rows(frame: Any, spawn: Any, output: str, then: Any = None) -> writers.Spool | None:
-        spooled.append(real(frame, spawn, output, then))
+    def spool_rows(frame: Any, spawn: Any, output: str, then: Any = None, states: Any = None) -> writers.Spool | None:
+        spooled.append(real(frame, spawn, output, then, states))
         return spooled[-1]
 
     monkeypatch.setattr(writers, "spool_rows", spool_rows)
@@ -679,6 +679,7 @@ def test_json_rows_spooled_before_the_detectors_are_byte_identical(tmp_path: Pat
         monkeypatch.setattr(writers, "SPLICE_BYTES", splice_bytes)
     assert run("spooled") == alone
     assert spooled and spooled[0] is not None and spooled[0].closed  # the child did write the rows...
+    assert spooled[0].states is not None  # ...and the state counts...
     assert spooled[0].then and spooled[0].status == 0  # ...and then conn.log
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.json", "alone.log", "spooled.json", "spooled.log"]
 
@@ -711,6 +712,12 @@ def test_a_spool_for_another_table_is_dropped_and_a_failed_one_fails_the_write(
         writers.write(report, "json", str(tmp_path / "r.json"), False, spool=failed)
     assert list(tmp_path.iterdir()) == []
     assert capfd.readouterr().err == "tcpa: error: [Errno 28] No space left on device\n"
+    # a child that fails between the connection rows and the state counts fails the write too
+    broken = writers.spool_rows(report.connections, forks.spawn, "-", None, lambda: pd.DataFrame({"x": [1 // 0]}))
+    with pytest.raises(forks.ChildFailed):
+        writers.write(report, "json", str(tmp_path / "r.json"), False, spool=broken)
+    assert broken is not None and broken.rows_done and broken.closed and list(tmp_path.iterdir()) == []
+    assert capfd.readouterr().err == "tcpa: error: integer division or modulo by zero\n"
 
 
 def test_conn_log_failure_beside_the_main_output_is_one_line_and_exit_2(tmp_path: Path) -> None:
