@@ -1,6 +1,6 @@
 """Capture readers: classic pcap and pcapng, plain or gzip-compressed, from a file or a stream, in batches.
 
-The file is read in large chunks (a plain file's mapped into memory, not copied); a compiled scanner walks the
+The file is read in large chunks (or mapped into memory, where the caller asks); a compiled scanner walks the
 record headers of a chunk and yields the frames it holds whole as one FrameBatch whose `data` is a view of the
 chunk (no per-packet copies). A record cut by the
 chunk's end is carried into the next chunk; a record cut by the end of the file ends the capture with a
@@ -279,11 +279,11 @@ class Capture:
         return have >= need
 
     def _fill_mapped(self, fd: int, need: int) -> bool:
-        """_fill for a plain file opened by its name: the next CHUNK of it (or `need` bytes) mapped into memory
-        where read() copied it, 75 of the reading thread's 380 ms on the 2 M-packet bench capture. Each chunk is
-        unmapped once nothing holds its batch any more: the mapped pages stay few (those of a chunk or two) and
-        are the page cache's, not a copy. The mapping is private and writable only because the compiled
-        scanners take writable arrays; nothing writes to it."""
+        """_fill for a plain file opened by its name with `mapped` (see open_capture): the next CHUNK of it (or
+        `need` bytes) mapped into memory where read() copied it, 75 of the reading thread's 380 ms on the 2
+        M-packet bench capture. Each chunk is unmapped once nothing holds its batch any more: the mapped pages
+        stay few (those of a chunk or two) and are the page cache's, not a copy. The mapping is private and
+        writable only because the compiled scanners take writable arrays; nothing writes to it."""
         at = self._base + self.pos
         start = at - at % mmap.ALLOCATIONGRANULARITY
         size = os.fstat(fd).st_size
@@ -540,23 +540,30 @@ class Capture:
         # Name resolution, statistics, decryption secrets and custom blocks carry nothing tcpa reports.
 
 
-def open_capture(path: str | os.PathLike[str], *, batch_frames: int = 1 << 16, reuse: bool = False) -> _Opened:
+def open_capture(path: str | os.PathLike[str], *, batch_frames: int = 1 << 16, reuse: bool = False,
+                 mapped: bool = False) -> _Opened:
     """Open a capture file ("-" reads stdin); gzip compression is detected from the content.
 
     reuse: the batches share one read buffer, so a batch's `data` holds its frames only until the next batch
     is asked for (for a reader done with each batch by then, as the pipeline's decoder is): a fresh buffer of
     8-16 MiB per batch was 2 000-4 000 pages faulted in and zeroed each time.
+
+    mapped: a plain file is mapped into memory rather than read (Capture._fill_mapped). A file cut shorter
+    by someone else while it is mapped kills the process with SIGBUS where read() would have seen its end, so
+    only a process that can die of it asks for this: the command line's forked reader, whose parent then
+    reports it in one line.
     """
-    return _Opened(os.fspath(path), batch_frames, reuse)
+    return _Opened(os.fspath(path), batch_frames, reuse, mapped)
 
 
 class _Opened:
     """Context manager around a Capture that closes its file, and turns I/O errors into CaptureError."""
 
-    def __init__(self, path: str, batch_frames: int, reuse: bool = False) -> None:
+    def __init__(self, path: str, batch_frames: int, reuse: bool = False, mapped: bool = False) -> None:
         self.path = path
         self.batch_frames = batch_frames
         self.reuse = reuse
+        self.mapped = mapped
         self.raw: BinaryIO | None = None
 
     def __enter__(self) -> Capture:
@@ -580,7 +587,8 @@ class _Opened:
         compressed = head == b"\x1f\x8b"
         if compressed:
             stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
-        plain = self.raw is not None and not compressed and stat.S_ISREG(os.fstat(self.raw.fileno()).st_mode)
+        plain = self.mapped and self.raw is not None and not compressed and \
+            stat.S_ISREG(os.fstat(self.raw.fileno()).st_mode)
         return Capture(stream, path, compressed, self.batch_frames, self.reuse,
                        self.raw.fileno() if plain and self.raw is not None else None)
 

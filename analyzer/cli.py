@@ -87,7 +87,7 @@ def _read(paths: list[str], params: Params, batch_frames: int, quiet: bool, keep
     """pipeline.collect(), with a progress bar on a terminal for a large capture."""
     total = sum(os.path.getsize(p) for p in paths if p != "-" and os.path.isfile(p))
     kw: dict[str, Any] = {"params": params, "batch_frames": batch_frames, "keep_segments": keep_segments,
-                          "spill": spill}
+                          "spill": spill, "mapped": True}  # in the forked reader (see _run): SIGBUS ends only it
     if quiet or total < PROGRESS_MIN_BYTES or not err().is_terminal:
         return collect(paths, **kw)
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn

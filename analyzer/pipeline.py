@@ -53,13 +53,13 @@ def analyze(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
 
 def collect(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *, params: Params | None = None,
             batch_frames: int = DEFAULT_BATCH, progress: Progress | None = None, keep_segments: bool = False,
-            spill: bool | Spill = True) -> Collected:
+            spill: bool | Spill = True, mapped: bool = False) -> Collected:
     """Read, decode and replay the captures (analyze() without the report): what the report is built from.
-    spill: as for Rows."""
+    spill: as for Rows; mapped: as for open_capture (for a process that may die of it: the CLI's reader)."""
     paths = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     analysis = Analysis(params, keep_segments=keep_segments, spill=spill)
     facts: CaptureFacts | None = None
-    for item in prefetched(decoded(paths, analysis.decoder, batch_frames)):
+    for item in prefetched(decoded(paths, analysis.decoder, batch_frames, mapped)):
         if isinstance(item, CaptureFacts):
             facts = _merge(facts, item)
             continue
@@ -113,12 +113,12 @@ class Collected:
         return report
 
 
-def decoded(paths: list[str | os.PathLike[str]], decoder: Decoder, batch_frames: int
+def decoded(paths: list[str | os.PathLike[str]], decoder: Decoder, batch_frames: int, mapped: bool = False
             ) -> Iterator[tuple[SegmentTable, int] | CaptureFacts]:
     """Each capture's decoded batches (with their size in bytes, for progress), then the capture's facts. Each
     batch is decoded before the next is read, so the batches share one read buffer."""
     for path in paths:
-        with open_capture(path, batch_frames=batch_frames, reuse=True) as capture:
+        with open_capture(path, batch_frames=batch_frames, reuse=True, mapped=mapped) as capture:
             for batch in capture:
                 seg = decoder.decode(batch)
                 yield seg, int(batch.caplen.sum()) + 16 * len(batch)

@@ -116,7 +116,7 @@ def floor(pcap: str) -> None:
 
     heap.pin_mmap_threshold()
     analysis = pipeline.Analysis()
-    for item in pipeline.prefetched(pipeline.decoded([pcap], analysis.decoder, pipeline.DEFAULT_BATCH)):
+    for item in pipeline.prefetched(pipeline.decoded([pcap], analysis.decoder, pipeline.DEFAULT_BATCH, mapped=True)):
         if not isinstance(item, CaptureFacts):
             analysis.add(item[0])
     analysis.tracker.finish()

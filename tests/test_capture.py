@@ -471,13 +471,16 @@ SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "pcaps").glob("*.pcap*
 @pytest.mark.parametrize("chunk", [None, 4096 + 3])  # CHUNK as it is, or records across many mapped chunks
 def test_a_mapped_file_gives_what_reading_it_as_a_stream_gives(monkeypatch: pytest.MonkeyPatch,
                                                                chunk: int | None) -> None:
-    """A plain file is mapped into memory chunk by chunk, a stream read: the same frames, facts and notices on
-    every scenario capture; batches kept stay whole after later chunks are mapped (and earlier ones let go)."""
+    """A plain file mapped into memory chunk by chunk (as the command line's reader asks), a stream read: the
+    same frames, facts and notices on every scenario capture; batches kept stay whole after later chunks are
+    mapped (and earlier ones let go). Without asking (the library), a file is read."""
     if chunk is not None:
         monkeypatch.setattr(capture_mod, "CHUNK", chunk)
     for path in SCENARIOS:
         compressed = path.suffix == ".gz"
         with open_capture(path, batch_frames=7) as cap:
+            assert cap._mapped is None
+        with open_capture(path, batch_frames=7, mapped=True) as cap:
             assert (cap._mapped is None) is compressed  # a compressed file is read
             mapped = list(cap)
         data = io.BufferedReader(io.BytesIO(path.read_bytes()))
