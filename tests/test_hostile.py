@@ -496,6 +496,23 @@ def test_reading_from_a_pipe(name: str) -> None:
     assert [c["uid"] for c in doc["connections"]] == want.connections["uid"].tolist()
 
 
+def test_a_capture_cut_by_someone_else_while_mapped_ends_the_reader_alone_with_one_line(tmp_path: Path) -> None:
+    """The command line's reader maps the file (capture.open_capture's `mapped`): another process cutting it
+    meanwhile kills that child with SIGBUS, and the command says so in one line, exit 2, writing nothing."""
+    pcap = tmp_path / "c.pcap"
+    shutil.copy(PCAPS / "showcase.pcapng", pcap)
+    cut = ("import os, sys; from analyzer import capture, cli; real = capture.Capture._fill_mapped; "
+           "capture.Capture._fill_mapped = lambda self, fd, need: (real(self, fd, need), "
+           "os.truncate(sys.argv[2], 0))[0]; cli.main()")
+    done = subprocess.run([sys.executable, "-c", cut, "analyze", str(pcap), "-q", "-f", "json", "-o",
+                           str(tmp_path / "r.json")], capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "tcpa: error: the forked reader of the capture ended without a result (killed by signal 7)"], done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pcap"]
+
+
 def test_a_pipe_cut_short_is_analysed_up_to_the_cut() -> None:
     data = (PCAPS / "normal_close.pcap").read_bytes()
     proc = subprocess.run([str(TCPA), "analyze", "-", "-f", "json", "-q"], input=data[:-7], check=False,
