@@ -289,8 +289,8 @@ class Capture:
         size = os.fstat(fd).st_size
         end = min(size, at + max(CHUNK, need))
         self.eof = end == size  # as a read() at the end: a file that grows later is not followed
-        self.buf, self.pos, self._base = (memoryview(mmap.mmap(fd, end - start, access=mmap.ACCESS_COPY, offset=start))
-                                          if end > start else memoryview(b"")), at - start, start
+        chunk = mmap.mmap(fd, end - start, access=mmap.ACCESS_COPY, offset=start) if end > start else b""
+        self.buf, self.pos, self._base = memoryview(chunk), at - start, start
         return end - at >= need
 
     def _read(self, need: int, have: int) -> bytes | None:
@@ -587,10 +587,9 @@ class _Opened:
         compressed = head == b"\x1f\x8b"
         if compressed:
             stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
-        plain = self.mapped and self.raw is not None and not compressed and \
-            stat.S_ISREG(os.fstat(self.raw.fileno()).st_mode)
-        return Capture(stream, path, compressed, self.batch_frames, self.reuse,
-                       self.raw.fileno() if plain and self.raw is not None else None)
+        fd = self.raw.fileno() if self.mapped and self.raw is not None and not compressed else None
+        plain = fd is not None and stat.S_ISREG(os.fstat(fd).st_mode)
+        return Capture(stream, path, compressed, self.batch_frames, self.reuse, fd if plain else None)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from ..connections import texts
 from ..options import RANK, SEVERITIES, Settings
 from ..report import FINDING_COLUMNS, Report
 
@@ -183,7 +184,7 @@ class Context:
                 asked = ("codes", table, name) in self._cache  # by its rows (to_numpy() makes one per row: 3 MB
                 codes, uniques = self.codes(table, name)  # a column at 40 000 connections)
                 if 2 * len(uniques) < len(codes):
-                    values = np.array([*uniques, col.dtype.na_value], dtype=object)[codes]
+                    values = texts((*uniques, col.dtype.na_value), codes)  # code -1: missing
                 elif not asked:  # mostly distinct (uids): its codes are kept only if a detector asks for them
                     del self._cache[("codes", table, name)]
             self._cache[key] = _frozen(col.to_numpy() if values is None else values)
