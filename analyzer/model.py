@@ -76,3 +76,8 @@ class FrameBatch:
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    def part(self, start: int, stop: int) -> FrameBatch:
+        """Frames start to stop, as views (the data is shared whole: the offsets index it)."""
+        return FrameBatch(self.data, self.offset[start:stop], self.caplen[start:stop], self.wirelen[start:stop],
+                          self.ts_ns[start:stop], self.linktype[start:stop], self.frame[start:stop])

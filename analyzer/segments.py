@@ -82,9 +82,9 @@ class SegmentTable:
         table.csum_ok[:] = -1
         return table
 
-    def head(self, n: int) -> SegmentTable:
-        """The first n rows, as views."""
-        return SegmentTable(**{f.name: getattr(self, f.name)[:n] for f in fields(self)})
+    def part(self, start: int, stop: int) -> SegmentTable:
+        """Rows start to stop, as views."""
+        return SegmentTable(**{f.name: getattr(self, f.name)[start:stop] for f in fields(self)})
 
     def take(self, index: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> SegmentTable:
         """Rows selected by an index or mask, as a new table."""

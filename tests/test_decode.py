@@ -9,12 +9,14 @@ import ipaddress
 import random
 import struct
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
 import dpkt
 import numpy as np
 import pytest
 
+from analyzer import decode as decode_module
 from analyzer.capture import open_capture
 from analyzer.decode import SUPPORTED_LINKTYPES, TUNNEL_NAMES, Decoder
 from analyzer.model import FrameBatch
@@ -835,3 +837,38 @@ def test_mutated_valid_frames_never_raise() -> None:
             frames.append((bytes(b), lt, cap))
         _check_invariants(dec.decode(batch(frames, first=round_ * 300 + 1)))  # type: ignore[arg-type]
     dec.finish()
+
+
+def _mixed_frames() -> list[tuple[bytes, int]]:
+    """Frames of every kind, shuffled: link layers, tunnels, IPv4 and IPv6 fragments (a fragmented tunnel among
+    them), SYNs with options, SACKs, and frames that are skipped or raise a notice."""
+    frames = [(f, lt) for lt, f, _ in LINKS.values()] + [(f, 1) for f, _, _ in TUNNELS.values()]
+    frames += [(eth(f), 1) for f in frag4(BIG, 96)] + [(eth(f, 0x86DD), 1) for f in frag6(BIG6, 104)]
+    frames += [(outer(f, 4), 1) for f in frag4(tcp(flags=ACK | PSH, seq=555, data=bytes(range(200))), 96)]
+    frames += [(eth(seg4(flags=SYN, opts=SYN_OPTS)), 1), (eth(seg4(flags=ACK, opts=sack([(1, 2)] * 4))), 1),
+               (eth(seg4(flags=ACK, opts=b"\x02\x01")), 1), (eth(ip4(b"\0" * 8, proto=17)), 1), (b"\0" * 10, 999)]
+    rng = random.Random(7)
+    frames = frames * 3
+    rng.shuffle(frames)
+    return frames
+
+
+@pytest.mark.parametrize("part", [1, 2, 3, 16])
+def test_a_batch_decoded_in_parts_is_decoded_as_a_whole(part: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoder works through a batch PART_FRAMES frames at a time, into one table: every column, the
+    tunnels, the skipped frames and the notices are what decoding the batch in one piece gives, also where a
+    part completes a fragmented datagram (its rows then join the part's)."""
+    frames = _mixed_frames()
+    whole_dec = Decoder()
+    whole = whole_dec.decode(batch(frames[:40])), whole_dec.decode(batch(frames[40:], first=41))  # type: ignore[arg-type]
+    monkeypatch.setattr(decode_module, "PART_FRAMES", part)
+    dec = Decoder()
+    parts = dec.decode(batch(frames[:40])), dec.decode(batch(frames[40:], first=41))  # type: ignore[arg-type]
+    for a, b in zip(parts, whole):
+        for f in fields(SegmentTable):
+            np.testing.assert_array_equal(getattr(a, f.name), getattr(b, f.name), err_msg=f.name)
+    assert len(whole[0]) + len(whole[1]) > 60
+    assert (dec.tunnels, dec.skipped, dec.notices) == (whole_dec.tunnels, whole_dec.skipped, whole_dec.notices)
+    dec.finish()
+    whole_dec.finish()
+    assert (dec.skipped, dec.notices) == (whole_dec.skipped, whole_dec.notices)
