@@ -131,8 +131,9 @@ def _addresses(keys: npt.NDArray[np.uint64], orig_is_a: npt.NDArray[np.bool_]) -
     n = len(keys)
     high, highs = pd.factorize(np.concatenate([keys[:, 0], keys[:, 2]]))  # (hi, lo) of side a, then side b
     low, lows = pd.factorize(np.concatenate([keys[:, 1], keys[:, 3]]))  # hashed: sorting 16-byte keys took
-    at, pairs = pd.factorize(high.astype(np.int64) * max(len(lows), 1) + low)  # twice as long
-    names = pd.Series(_names(highs[pairs // max(len(lows), 1)].tolist(), lows[pairs % max(len(lows), 1)].tolist()),
+    width = max(len(lows), 1)  # twice as long
+    at, pairs = pd.factorize(high.astype(np.int64) * width + low)
+    names = pd.Series(_names(highs[pairs // width].tolist(), lows[pairs % width].tolist()),
                       dtype=object if not n else None).array  # no rows: object, as a table of empty lists has
     return {
         "orig_h": names.take(np.where(orig_is_a, at[:n], at[n:])),
